@@ -1,0 +1,304 @@
+"""Wire format v1: the ``up``, ``task``, ``ack``, ``agg`` and ``status`` messages as frozen dataclasses.
+
+``encode()`` writes the contract's msgpack map (keys in field order, optional fields omitted when unset);
+``decode()`` validates every field and raises ``flcore.errors.WireError`` with a reason code on the first problem,
+in the order the contract lists the checks. Unknown keys are ignored for forward compatibility.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flcore.errors import WireError
+from flcore.model import ModelSpec
+from flcore.quantize import MAX_CHUNK, chunk_count, dequantize
+from flcore.schema import WIRE_VERSION, Fields, is_number, pack, unpack
+from flcore.topics import is_valid_id
+
+MAX_UPDATE_BYTES = 1 << 20
+MAX_SAMPLES = 100_000
+ACK_STATUSES = ("accepted", "duplicate", "late", "rejected")
+DEVICE_STATES = ("online", "sleeping", "offline")
+_META_TYPES: dict[str, tuple[type, ...]] = {"battery": (float, int), "train_ms": (int,), "ram_class": (str,), "fw": (str,)}
+
+
+def _f32(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def _f32_bytes(values: np.ndarray) -> bytes:
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+def _without_none(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: v for k, v in pairs if v is not None}
+
+
+@dataclass(frozen=True, eq=False)
+class Up:
+    """A device's int8-quantized model delta for one (round, sub)."""
+
+    dev: str
+    round: int
+    base: int
+    n: int
+    loss: float
+    seq: int
+    chunk: int
+    scales: np.ndarray
+    q: np.ndarray
+    sub: int = 0
+    meta: dict[str, Any] | None = None
+
+    def delta(self) -> np.ndarray:
+        return dequantize(self.q, self.scales, self.chunk)
+
+    def encode(self) -> bytes:
+        return pack(
+            _without_none(
+                [("v", WIRE_VERSION), ("t", "up"), ("dev", self.dev), ("round", self.round), ("base", self.base),
+                 ("n", self.n), ("loss", float(self.loss)), ("seq", self.seq), ("chunk", self.chunk),
+                 ("scales", _f32_bytes(self.scales)), ("q", np.asarray(self.q, dtype=np.int8).tobytes()),
+                 ("sub", self.sub or None), ("meta", self.meta)]
+            )
+        )
+
+    @classmethod
+    def decode(
+        cls,
+        data: bytes,
+        *,
+        params: int | None = None,
+        topic_dev: str | None = None,
+        max_bytes: int = MAX_UPDATE_BYTES,
+        max_samples: int = MAX_SAMPLES,
+    ) -> Up:
+        """Validate and decode; ``params`` is P of the round's model, ``topic_dev`` the ``<dev>`` of the topic."""
+        f = Fields(unpack(data, "up", max_bytes))
+        dev = f.str("dev")
+        rnd, base, seq = f.int("round", lo=1), f.int("base", lo=0), f.int("seq", lo=0)
+        n, chunk = f.int("n"), f.int("chunk")
+        loss = f.number("loss")
+        scales_raw, q_raw = f.bin("scales"), f.bin("q")
+        sub = f.int("sub", optional=True, lo=0) or 0
+        meta = f.map("meta", optional=True)
+        if not is_valid_id(dev) or (topic_dev is not None and dev != topic_dev):
+            raise f.fail("dev_mismatch", f"payload dev {dev!r} != topic dev {topic_dev!r}")
+        if not 1 <= n <= max_samples:
+            raise f.fail("n_range", f"n={n} outside 1..{max_samples}")
+        if not 1 <= chunk <= MAX_CHUNK:
+            raise f.fail("schema", f"chunk={chunk} outside 1..{MAX_CHUNK}")
+        size = len(q_raw) if params is None else params
+        if len(q_raw) != size:
+            raise f.fail("length", f"q has {len(q_raw)} values, the model has {size}")
+        if len(scales_raw) != 4 * chunk_count(size, chunk):
+            raise f.fail("length", f"scales has {len(scales_raw)} bytes, expected {4 * chunk_count(size, chunk)}")
+        scales = _f32(scales_raw)
+        if not (np.all(np.isfinite(scales)) and np.all(scales >= 0)):
+            raise f.fail("scale", "every scale must be finite and >= 0")
+        if not np.isfinite(loss):
+            raise f.fail("loss", "loss is not finite")
+        if meta is not None:
+            for key, types in _META_TYPES.items():
+                value = meta.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+                    raise f.fail("schema", f"meta.{key} has type {type(value).__name__}")
+            battery = meta.get("battery")
+            if battery is not None and not 0.0 <= battery <= 1.0:
+                raise f.fail("schema", f"meta.battery={battery} outside 0..1")
+        q = np.frombuffer(q_raw, dtype=np.int8).copy()
+        return cls(dev, rnd, base, n, loss, seq, chunk, scales, q, sub, meta)
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """The retained round announcement a gateway publishes to its devices."""
+
+    round: int
+    base: int
+    layers: tuple[int, ...]
+    w: np.ndarray
+    lr: float
+    epochs: int
+    batch: int
+    chunk: int
+    deadline: float
+    min_battery: float
+    select: list[str] | float | None = None
+    sub: int = 0
+    done: bool = False
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.layers)
+
+    def encode(self) -> bytes:
+        return pack(
+            _without_none(
+                [("v", WIRE_VERSION), ("t", "task"), ("round", self.round), ("base", self.base),
+                 ("layers", list(self.layers)), ("w", _f32_bytes(self.w)), ("lr", float(self.lr)),
+                 ("epochs", self.epochs), ("batch", self.batch), ("chunk", self.chunk),
+                 ("deadline", float(self.deadline)), ("min_battery", float(self.min_battery)),
+                 ("select", self.select), ("sub", self.sub or None), ("done", self.done or None)]
+            )
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_bytes: int = 64 << 20) -> Task:
+        f = Fields(unpack(data, "task", max_bytes))
+        rnd, base = f.int("round", lo=0), f.int("base", lo=0)
+        raw_layers = f.list("layers")
+        try:
+            spec = ModelSpec(tuple(raw_layers))
+        except ValueError as exc:
+            raise f.fail("schema", str(exc)) from None
+        w_raw = f.bin("w")
+        if len(w_raw) != 4 * spec.param_count:
+            raise f.fail("length", f"w has {len(w_raw)} bytes, the model needs {4 * spec.param_count}")
+        w = _f32(w_raw)
+        if not np.all(np.isfinite(w)):
+            raise f.fail("schema", "w holds non-finite values")
+        lr = f.finite("lr")
+        epochs, batch = f.int("epochs", lo=0, hi=1000), f.int("batch", lo=1, hi=1 << 16)
+        chunk = f.int("chunk", lo=1, hi=MAX_CHUNK)
+        deadline, min_battery = f.finite("deadline"), f.finite("min_battery")
+        select = f.obj.get("select")
+        if select is not None and not (
+            (is_number(select) and 0.0 <= select <= 1.0)
+            or (isinstance(select, list) and all(is_valid_id(d) for d in select))
+        ):
+            raise f.fail("schema", "select must be a fraction in 0..1 or a list of device ids")
+        sub = f.int("sub", optional=True, lo=0) or 0
+        done = bool(f.bool("done", optional=True))
+        return cls(rnd, base, spec.layers, w, lr, epochs, batch, chunk, deadline, min_battery, select, sub, done)
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The gateway's answer to one ``up``."""
+
+    round: int | None
+    seq: int | None
+    status: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in ACK_STATUSES:
+            raise ValueError(f"ack status must be one of {ACK_STATUSES}, got {self.status!r}")
+
+    def encode(self) -> bytes:
+        return pack({"v": WIRE_VERSION, "t": "ack", "round": self.round, "seq": self.seq,
+                     "status": self.status, "reason": self.reason})
+
+    @classmethod
+    def decode(cls, data: bytes) -> Ack:
+        f = Fields(unpack(data, "ack", 4096))
+        status, reason = f.str("status"), f.str("reason")
+        if status not in ACK_STATUSES:
+            raise f.fail("schema", f"status {status!r}")
+        for key in ("round", "seq"):
+            if f.obj.get(key) is not None:
+                f.int(key)
+        return cls(f.round, f.seq, status, reason)
+
+
+@dataclass(frozen=True, eq=False)
+class Agg:
+    """One gateway's aggregate for a global round: ``sum`` = Σ nᵢ·deltaᵢ over its ``k`` device updates.
+
+    Two iotfl extensions, ignored by receivers that do not know them: ``bytes_up`` (wire key ``bytes``), the MQTT
+    payload bytes of the ``up`` messages the gateway received for the round, and ``devices`` (wire key ``devs``),
+    the ids of the devices whose updates were accepted.
+    """
+
+    gw: str
+    round: int
+    base: int
+    n: int
+    k: int
+    sum: np.ndarray
+    loss: float
+    bytes_up: int = 0
+    devices: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        return pack({"v": WIRE_VERSION, "t": "agg", "gw": self.gw, "round": self.round, "base": self.base,
+                     "n": self.n, "k": self.k, "sum": _f32_bytes(self.sum), "loss": float(self.loss),
+                     "bytes": self.bytes_up, "devs": list(self.devices)})
+
+    @classmethod
+    def decode(cls, data: bytes, *, params: int | None = None, max_bytes: int = 64 << 20) -> Agg:
+        f = Fields(unpack(data, "agg", max_bytes))
+        gw = f.str("gw")
+        if not is_valid_id(gw):
+            raise f.fail("schema", f"gateway id {gw!r}")
+        rnd, base = f.int("round", lo=1), f.int("base", lo=0)
+        n, k = f.int("n", lo=1), f.int("k", lo=1)
+        raw = f.bin("sum")
+        loss = f.finite("loss", "loss")
+        bytes_up = f.int("bytes", optional=True, lo=0) or 0
+        devices = f.list("devs", optional=True) or []
+        if not all(is_valid_id(d) for d in devices):
+            raise f.fail("schema", "devs must list device ids")
+        if params is not None and len(raw) != 4 * params:
+            raise f.fail("length", f"sum has {len(raw)} bytes, the model needs {4 * params}")
+        if len(raw) % 4:
+            raise f.fail("length", "sum is not a whole number of float32")
+        total = _f32(raw)
+        if not np.all(np.isfinite(total)):
+            raise f.fail("scale", "sum holds non-finite values")
+        return cls(gw, rnd, base, n, k, total, loss, bytes_up, tuple(devices))
+
+
+@dataclass(frozen=True)
+class Status:
+    """A device's retained status (also its Last Will with ``state="offline"``).
+
+    Beyond the contract's fields, ``gw`` names the device's gateway and ``round``/``sub``/``skip`` tell the gateway
+    that the device declined that task (and why), so a round can close as soon as every live device has answered.
+    """
+
+    dev: str
+    state: str
+    battery: float | None = None
+    rssi: int | None = None
+    ram_class: str | None = None
+    fw: str | None = None
+    gw: str | None = None
+    round: int | None = None
+    sub: int | None = None
+    skip: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state not in DEVICE_STATES:
+            raise ValueError(f"state must be one of {DEVICE_STATES}, got {self.state!r}")
+
+    def encode(self) -> bytes:
+        return pack(
+            _without_none(
+                [("v", WIRE_VERSION), ("t", "status"), ("dev", self.dev), ("state", self.state),
+                 ("battery", self.battery), ("rssi", self.rssi), ("ram_class", self.ram_class), ("fw", self.fw),
+                 ("gw", self.gw), ("round", self.round), ("sub", self.sub), ("skip", self.skip)]
+                + sorted(self.extra.items())
+            )
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Status:
+        f = Fields(unpack(data, "status", 16384))
+        dev, state = f.str("dev"), f.str("state")
+        if not is_valid_id(dev) or state not in DEVICE_STATES:
+            raise f.fail("schema", f"dev {dev!r} / state {state!r}")
+        battery = f.finite("battery", optional=True)
+        known = {"v", "t", "dev", "state", "battery", "rssi", "ram_class", "fw", "gw", "round", "sub", "skip"}
+        extra = {k: v for k, v in f.obj.items() if k not in known and isinstance(k, str)}
+        return cls(dev, state, battery, f.int("rssi", optional=True), f.str("ram_class", optional=True),
+                   f.str("fw", optional=True), f.str("gw", optional=True), f.int("round", optional=True),
+                   f.int("sub", optional=True), f.str("skip", optional=True), extra)
+
+
+__all__ = ["Ack", "Agg", "Status", "Task", "Up", "WireError", "MAX_SAMPLES", "MAX_UPDATE_BYTES"]

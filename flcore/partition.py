@@ -1,0 +1,36 @@
+"""Non-IID partitioning of a labelled set across devices with a Dirichlet(α) label skew."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dirichlet(labels: np.ndarray, parts: int, alpha: float, rng: np.random.Generator, min_size: int = 2) -> list[np.ndarray]:
+    """Indices of ``labels`` for each of ``parts`` devices; small α skews labels, large α tends to IID.
+
+    Every device gets at least ``min_size`` samples (redrawing a few times, then topping up from the largest
+    parts), so no device is left with nothing to train on.
+    """
+    labels = np.asarray(labels)
+    if parts < 1:
+        raise ValueError("parts must be >= 1")
+    if alpha <= 0:
+        raise ValueError("alpha must be > 0")
+    if len(labels) < parts * min_size:
+        raise ValueError(f"{len(labels)} samples cannot give {parts} devices {min_size} each")
+    classes = np.unique(labels)
+    for _attempt in range(20):
+        buckets: list[list[int]] = [[] for _ in range(parts)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            shares = rng.dirichlet(np.full(parts, alpha))
+            cuts = (np.cumsum(shares)[:-1] * len(idx)).astype(int)
+            for part, chunk in enumerate(np.split(idx, cuts)):
+                buckets[part].extend(chunk.tolist())
+        if min(len(b) for b in buckets) >= min_size:
+            break
+    for b in buckets:
+        while len(b) < min_size:
+            donor = max(buckets, key=len)
+            b.append(donor.pop())
+    return [np.array(sorted(rng.permutation(b)), dtype=np.int64) for b in buckets]

@@ -1,0 +1,62 @@
+"""Per-chunk symmetric int8 quantization of a float32 vector (the contract's `scales` + `q`).
+
+Deterministic mode is the reference every sender must reproduce byte for byte, so it is spelled out in float32:
+``scale = float32(max|x|) / float32(127)``; ``q = clamp(round_half_away(x / scale), -127, 127)``; a chunk whose
+``max|x|`` is 0 has scale 0 and all-zero ``q``. Stochastic mode rounds ``x / scale`` up with probability equal to
+its fractional part, which makes the dequantized value unbiased.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+QMAX = 127
+MAX_CHUNK = 65536
+
+
+def chunk_count(size: int, chunk: int) -> int:
+    return -(-size // chunk)
+
+
+def _check_chunk(chunk: int) -> None:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= MAX_CHUNK:
+        raise ValueError(f"chunk must be an int in 1..{MAX_CHUNK}, got {chunk!r}")
+
+
+def _padded(x: np.ndarray, chunk: int) -> np.ndarray:
+    n = chunk_count(x.size, chunk)
+    out = np.zeros(n * chunk, dtype=np.float32)
+    out[: x.size] = x
+    return out.reshape(n, chunk)
+
+
+def quantize(
+    x: np.ndarray, chunk: int, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize ``x`` to ``(scales float32[ceil(P/chunk)], q int8[P])``; pass ``rng`` for stochastic rounding."""
+    _check_chunk(chunk)
+    x = np.asarray(x, dtype=np.float32).ravel()
+    if not np.all(np.isfinite(x)):
+        raise ValueError("cannot quantize non-finite values")
+    blocks = _padded(x, chunk)
+    scales = (np.abs(blocks).max(axis=1) / np.float32(QMAX)).astype(np.float32)
+    safe = np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)
+    ratio = (blocks / safe[:, None]).astype(np.float32)
+    if rng is None:
+        rounded = np.trunc(ratio + np.copysign(np.float32(0.5), ratio))
+    else:
+        floor = np.floor(ratio)
+        rounded = floor + (rng.random(ratio.shape, dtype=np.float32) < (ratio - floor))
+    q = np.clip(rounded, -QMAX, QMAX).astype(np.int8).ravel()[: x.size]
+    return scales, q
+
+
+def dequantize(q: np.ndarray, scales: np.ndarray, chunk: int) -> np.ndarray:
+    """The float32 vector ``q · scale`` (per chunk)."""
+    _check_chunk(chunk)
+    q = np.asarray(q, dtype=np.int8)
+    scales = np.asarray(scales, dtype=np.float32)
+    if scales.size != chunk_count(q.size, chunk):
+        raise ValueError(f"{q.size} values with chunk {chunk} need {chunk_count(q.size, chunk)} scales, got {scales.size}")
+    per_value = np.repeat(scales, chunk)[: q.size]
+    return (q.astype(np.float32) * per_value).astype(np.float32)

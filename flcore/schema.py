@@ -1,0 +1,102 @@
+"""Field checks shared by every wire message: the one place where decoded values are validated."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+
+from flcore.errors import WireError
+
+WIRE_VERSION = 1
+# Bounds on what the msgpack decoder may allocate, so a hostile header cannot ask for gigabytes.
+_UNPACK_LIMITS = dict(max_str_len=1 << 16, max_bin_len=64 << 20, max_array_len=1 << 16, max_map_len=256)
+
+
+def pack(fields: dict[str, Any]) -> bytes:
+    """msgpack with ``bin`` for bytes and float64 for floats, keys in the given order."""
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def unpack(data: bytes, kind: str, max_bytes: int | None = None) -> dict[str, Any]:
+    """Decode ``data`` into a map of message type ``kind`` with wire version 1, or raise ``WireError``."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise WireError("too_large", f"{len(data)} bytes > {max_bytes}")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+        raise WireError("decode", f"not msgpack: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise WireError("decode", f"expected a map, got {type(obj).__name__}")
+    ident = dict(round=readable_int(obj.get("round")), seq=readable_int(obj.get("seq")))
+    if obj.get("v") != WIRE_VERSION or isinstance(obj.get("v"), bool):
+        raise WireError("version", f"v={obj.get('v')!r}, expected {WIRE_VERSION}", **ident)
+    if obj.get("t") != kind:
+        raise WireError("schema", f"t={obj.get('t')!r}, expected {kind!r}", **ident)
+    return obj
+
+
+def readable_int(value: Any) -> int | None:
+    return value if is_int(value) else None
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Fields:
+    """Typed access to a decoded map; every failure is a ``WireError`` with the message's round/seq."""
+
+    def __init__(self, obj: dict[str, Any]):
+        self.obj = obj
+        self.round = readable_int(obj.get("round"))
+        self.seq = readable_int(obj.get("seq"))
+
+    def fail(self, reason: str, detail: str) -> WireError:
+        return WireError(reason, detail, round=self.round, seq=self.seq)
+
+    def _get(self, key: str, ok: bool, type_name: str, optional: bool) -> Any:
+        if key not in self.obj:
+            if optional:
+                return None
+            raise self.fail("schema", f"missing field {key!r}")
+        value = self.obj[key]
+        if not ok:
+            raise self.fail("schema", f"field {key!r} must be {type_name}, got {type(value).__name__}")
+        return value
+
+    def int(self, key: str, optional: bool = False, lo: int | None = None, hi: int | None = None) -> Any:
+        value = self._get(key, is_int(self.obj.get(key)), "an int", optional)
+        if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+            raise self.fail("schema", f"field {key!r}={value} outside {lo}..{hi}")
+        return value
+
+    def number(self, key: str, optional: bool = False) -> Any:
+        value = self._get(key, is_number(self.obj.get(key)), "a number", optional)
+        return None if value is None else float(value)
+
+    def finite(self, key: str, reason: str = "schema", optional: bool = False) -> Any:
+        value = self.number(key, optional)
+        if value is not None and not math.isfinite(value):
+            raise self.fail(reason, f"field {key!r} is not finite")
+        return value
+
+    def str(self, key: str, optional: bool = False) -> Any:
+        return self._get(key, isinstance(self.obj.get(key), str), "a string", optional)
+
+    def bin(self, key: str, optional: bool = False) -> Any:
+        return self._get(key, isinstance(self.obj.get(key), bytes), "bin", optional)
+
+    def bool(self, key: str, optional: bool = False) -> Any:
+        return self._get(key, isinstance(self.obj.get(key), bool), "a bool", optional)
+
+    def map(self, key: str, optional: bool = False) -> Any:
+        return self._get(key, isinstance(self.obj.get(key), dict), "a map", optional)
+
+    def list(self, key: str, optional: bool = False) -> Any:
+        return self._get(key, isinstance(self.obj.get(key), list), "an array", optional)

@@ -1,0 +1,127 @@
+"""Start an MQTT broker on 127.0.0.1 for the demo and the tests: mosquitto when installed, else amqtt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:``port``; raise on timeout or early exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before listening on port {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def mosquitto_config(port: int, persistence_dir: Path | None = None) -> str:
+    """A local broker config: one loopback listener, anonymous access (local use only), generous queues."""
+    lines = [
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        # A round pushes one QoS1 message per device through each gateway's session at once.
+        "max_queued_messages 100000",
+        "max_inflight_messages 100",
+        "message_size_limit 1048576",
+        "log_type error",
+        "log_type warning",
+    ]
+    if persistence_dir is not None:
+        lines += ["persistence true", f"persistence_location {persistence_dir}/", "autosave_interval 1"]
+    else:
+        lines.append("persistence false")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Broker:
+    """A broker child process; ``stop()`` ends it, ``kill()`` ends it without a clean shutdown."""
+
+    kind: str
+    port: int
+    proc: subprocess.Popen
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def mosquitto_path() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
+    )
+
+
+def start_broker(
+    port: int | None = None,
+    prefer: str = "auto",
+    workdir: Path | None = None,
+    persistent: bool = False,
+    timeout: float = 10.0,
+) -> Broker:
+    """Start mosquitto (``prefer`` "auto" or "mosquitto") or the embedded amqtt broker ("embedded")."""
+    port = port or free_port()
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="iotfl-broker-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    exe = mosquitto_path() if prefer in ("auto", "mosquitto") else None
+    if prefer == "mosquitto" and exe is None:
+        raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+    log = open(workdir / "broker.log", "ab")
+    if exe is not None:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(mosquitto_config(port, workdir if persistent else None))
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        kind = "mosquitto"
+    else:
+        cmd = [sys.executable, "-m", "iotfl.embedded_broker", "--port", str(port)]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        kind = "amqtt"
+    log.close()
+    try:
+        wait_for_port(port, timeout, proc)
+    except Exception:
+        if proc.poll() is None:
+            proc.kill()
+        raise RuntimeError(f"{kind} did not start on port {port}; see {workdir / 'broker.log'}") from None
+    return Broker(kind, port, proc, workdir)
