@@ -1,0 +1,3 @@
+from iotfl.cli import main
+
+main()

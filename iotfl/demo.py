@@ -1,0 +1,329 @@
+"""``iotfl demo``: broker, cloud, gateways and a simulated fleet as real peers on 127.0.0.1, with a report.
+
+Each part runs as its own process through the same ``iotfl`` subcommand a user would start by hand, so the demo
+exercises exactly what a deployment runs: MQTT between devices and gateways, HTTP to the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flcore.datasets import Dataset
+from iotfl.broker import Broker, free_port, start_broker
+from iotfl.status import history_table
+
+# Local-training hyper-parameters per dataset (lr, epochs, batch), tuned on this project's demo runs.
+TRAINING_DEFAULTS: dict[str, tuple[float, int, int]] = {
+    "digits": (0.1, 2, 8),
+    "sensors": (0.05, 2, 8),
+    "har": (0.1, 2, 8),
+}
+CSV_DEFAULTS = (0.05, 2, 8)
+
+
+class DemoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
+
+    devices: int = Field(50, ge=1)
+    gateways: int = Field(5, ge=1)
+    rounds: int = Field(20, ge=1)
+    dataset: str = "digits"
+    alpha: float = Field(0.5, gt=0)
+    seed: int = 0
+    broker: str = "auto"
+    battery: bool = True
+    gateway_rounds: int = Field(1, ge=1)
+    lr: float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=1)
+    batch: int | None = Field(None, ge=1)
+    round_timeout: float = Field(30.0, gt=0)
+
+    def training(self) -> tuple[float, int, int]:
+        lr, epochs, batch = TRAINING_DEFAULTS.get(self.dataset, CSV_DEFAULTS)
+        return self.lr or lr, self.epochs or epochs, self.batch or batch
+
+
+class DemoError(RuntimeError):
+    """A part of the demo failed; the message says which and where its log is."""
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Stack:
+    """The demo's child processes; ``stop()`` ends them newest first."""
+
+    workdir: Path
+    broker: Broker | None = None
+    children: list[Child] = field(default_factory=list)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
+        log = self.workdir / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "iotfl", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
+            )
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def check_alive(self, expected_exit: set[str] = frozenset()) -> None:
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None and not (code == 0 and child.name in expected_exit):
+                raise DemoError(f"{child.name} exited with code {code}; last lines of {child.log}:\n{child.tail()}")
+        if self.broker is not None and self.broker.proc.poll() is not None:
+            raise DemoError(f"the broker exited; see {self.broker.workdir / 'broker.log'}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in reversed(self.children):
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait(5)
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _wait_healthy(url: str, stack: Stack, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise DemoError(f"the cloud did not answer {url}/healthz within {timeout:.0f} s")
+
+
+def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tuple[Stack, str, Path]:
+    """Start broker, cloud, gateways and fleet; returns the stack, the cloud URL and the fleet report path."""
+    stack = Stack(workdir)
+    if settings.broker in ("auto", "embedded", "mosquitto"):
+        stack.broker = start_broker(prefer=settings.broker, workdir=workdir / "broker")
+        broker_url = stack.broker.url
+        console.print(f"broker: {stack.broker.kind} at {broker_url}")
+    else:
+        broker_url = settings.broker
+    lr, epochs, batch = settings.training()
+    tokens = {f"gw{i}": secrets.token_urlsafe(16) for i in range(settings.gateways)}
+    port = free_port()
+    cloud_url = f"http://127.0.0.1:{port}"
+    db = workdir / "cloud.db"
+    for stale in workdir.glob("cloud.db*"):
+        stale.unlink()
+    common = ["--dataset", settings.dataset, "--seed", str(settings.seed)]
+    stack.spawn(
+        "cloud",
+        ["cloud", "--port", str(port), "--db", f"sqlite:///{db}", "--rounds", str(settings.rounds),
+         "--min-gateways", str(settings.gateways), "--round-timeout", str(settings.round_timeout * settings.gateway_rounds + 10),
+         "--lr", str(lr), "--epochs", str(epochs), "--batch", str(batch),
+         "--gateway-rounds", str(settings.gateway_rounds), *common],
+        env={"IOTFL_GATEWAY_TOKENS": ",".join(f"{gw}={tok}" for gw, tok in tokens.items())},
+    )
+    _wait_healthy(cloud_url, stack, timeout=60)
+    console.print(f"cloud: {cloud_url} (dashboard at {cloud_url}/, API docs at {cloud_url}/docs)")
+    for gw, token in tokens.items():
+        stack.spawn(
+            gw,
+            ["gateway", "--id", gw, "--broker", broker_url, "--cloud", cloud_url,
+             "--state-dir", str(workdir / gw), "--round-timeout", str(settings.round_timeout)],
+            env={"IOTFL_TOKEN": token},
+        )
+    report = workdir / "fleet.json"
+    report.unlink(missing_ok=True)
+    stack.spawn(
+        "fleet",
+        ["fleet", "--devices", str(settings.devices), "--gateways", str(settings.gateways), "--broker", broker_url,
+         "--alpha", str(settings.alpha), "--battery" if settings.battery else "--no-battery",
+         "--report", str(report), *common],
+    )
+    console.print(f"{settings.gateways} gateways and {settings.devices} devices started; logs in {workdir}")
+    return stack, cloud_url, report
+
+
+def _get(client: httpx.Client, path: str) -> Any:
+    response = client.get(path)
+    response.raise_for_status()
+    return response.json()
+
+
+def follow_rounds(settings: DemoSettings, stack: Stack, cloud_url: str, console: Console) -> tuple[dict, dict[int, float]]:
+    """Show progress until the cloud is done; returns its final status and each round's wall time."""
+    budget = settings.rounds * (settings.round_timeout * settings.gateway_rounds + 30) + 120
+    deadline = time.monotonic() + budget
+    seconds: dict[int, float] = {}
+    started: float | None = None
+    with httpx.Client(base_url=cloud_url, timeout=5.0) as client, Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        rounds_bar = progress.add_task("rounds", total=settings.rounds)
+        round_bar = progress.add_task("round 1: gateways reported", total=settings.gateways)
+        while True:
+            if time.monotonic() > deadline:
+                raise DemoError(f"the demo did not finish within {budget:.0f} s; logs in {stack.workdir}")
+            stack.check_alive(expected_exit={"fleet"})
+            try:
+                status = _get(client, "/api/v1/status")
+            except (httpx.HTTPError, ValueError):
+                time.sleep(0.5)
+                continue
+            if started is None and len(status["gateways"]) >= settings.gateways:
+                started = time.monotonic()
+            history = status["history"]
+            for row in history:
+                if row["round"] not in seconds and started is not None:
+                    seconds[row["round"]] = time.monotonic() - started
+                    started = time.monotonic()
+            last = history[-1] if history else None
+            accuracy = f" · accuracy {last['accuracy'] * 100:.1f} %" if last and last["accuracy"] is not None else ""
+            progress.update(rounds_bar, completed=len(history), description=f"rounds{accuracy}")
+            if status["state"] == "done":
+                progress.update(round_bar, completed=settings.gateways)
+                return status, seconds
+            try:
+                current = _get(client, f"/api/v1/rounds/{status['round']}")
+                progress.update(
+                    round_bar, completed=len(current["gateways"]),
+                    description=f"round {status['round']}: gateways reported",
+                )
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.5)
+
+
+def _wait_fleet(stack: Stack, timeout: float) -> None:
+    fleet = next(c for c in stack.children if c.name == "fleet")
+    try:
+        fleet.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        fleet.proc.send_signal(signal.SIGTERM)
+        fleet.proc.wait(10)
+
+
+def build_report(
+    settings: DemoSettings, dataset: Dataset, status: dict, seconds: dict[int, float], fleet: dict | None,
+    centralized: float,
+) -> dict[str, Any]:
+    from flcore.model import ModelSpec
+
+    params = ModelSpec(dataset.layers).param_count
+    rounds = [
+        {"round": h["round"], "accuracy": h["accuracy"], "loss": h["loss"], "k": h["k"], "n": h["n"],
+         "bytes_up": h["bytes_up"], "seconds": round(seconds.get(h["round"], float("nan")), 3)}
+        for h in status["history"]
+    ]
+    lr, epochs, batch = settings.training()
+    report: dict[str, Any] = {
+        "config": {**settings.model_dump(), "lr": lr, "epochs": epochs, "batch": batch, "layers": list(dataset.layers),
+                   "params": params},
+        "rounds": rounds,
+        "final_accuracy": rounds[-1]["accuracy"] if rounds else None,
+        "centralized_accuracy": centralized,
+        "bytes_up_total": sum(r["bytes_up"] for r in rounds),
+        "bytes_float32_equivalent": sum(r["k"] for r in rounds) * params * 4,
+        "devices_seen": status.get("devices_seen"),
+    }
+    if fleet is not None:
+        report["battery"] = fleet.get("battery_by_round")
+        report["fleet"] = {k: v for k, v in fleet.items() if k != "battery_by_round"}
+    return report
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    rows = [{**r} for r in report["rounds"]]
+    console.print(history_table(rows, title="iotfl demo"))
+    ratio = report["bytes_float32_equivalent"] / max(report["bytes_up_total"], 1)
+    console.print(
+        f"final accuracy [bold]{report['final_accuracy'] * 100:.1f} %[/]  ·  centralized "
+        f"{report['centralized_accuracy'] * 100:.1f} %  ·  bytes up {report['bytes_up_total']:,} "
+        f"(float32 would be {report['bytes_float32_equivalent']:,}: {ratio:.2f}× more)"
+    )
+    battery = report.get("battery")
+    if battery:
+        items = sorted(battery.items(), key=lambda kv: int(kv[0]))
+        shown = items if len(items) <= 10 else items[:: max(1, len(items) // 10)] + [items[-1]]
+        console.print(
+            "battery (mean / min, devices trained): "
+            + "  ".join(f"r{r}: {b['mean'] * 100:.0f}/{b['min'] * 100:.0f}% {b['trained']}" for r, b in shown)
+        )
+
+
+def run_demo(
+    settings: DemoSettings, dataset: Dataset, json_path: Path | None, workdir: Path | None, console: Console
+) -> int:
+    """Run the demo; returns the process exit code."""
+    own_dir = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="iotfl-demo-")) if workdir is None else workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack: Stack | None = None
+    failed = True
+    try:
+        stack, cloud_url, fleet_path = start_stack(settings, workdir, console)
+        status, seconds = follow_rounds(settings, stack, cloud_url, console)
+        _wait_fleet(stack, timeout=30)
+        fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
+        stack.stop()
+        stack = None
+        from device_sim.trainer import train_centralized
+
+        with console.status("training the same MLP centrally for comparison"):
+            centralized = train_centralized(dataset, seed=settings.seed)
+        report = build_report(settings, dataset, status, seconds, fleet, centralized)
+        print_report(report, console)
+        if json_path is not None:
+            json_path.write_text(json.dumps(report, indent=2))
+            console.print(f"report written to {json_path}")
+        failed = False
+        return 0
+    except DemoError as exc:
+        console.print(f"[bold red]demo failed:[/] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping every part of the stack")
+        return 130
+    finally:
+        if stack is not None:
+            stack.stop()
+        if own_dir and not failed:
+            shutil.rmtree(workdir, ignore_errors=True)
