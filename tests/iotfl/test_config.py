@@ -1,0 +1,52 @@
+"""Settings precedence: flags > IOTFL_* environment > TOML file > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from iotfl.config import ConfigError, build
+
+
+class Example(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    quorum: int = Field(0, ge=0)
+    fleet: str = "default"
+
+
+def test_defaults_without_flags_env_or_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IOTFL_BROKER", raising=False)
+    assert build(Example, None, "gateway").broker == "mqtt://127.0.0.1:1883"
+
+
+def test_flag_beats_env_beats_file_beats_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "iotfl.toml"
+    config.write_text('[gateway]\nbroker = "mqtt://file:1883"\nquorum = 7\nfleet = "from-file"\n')
+    monkeypatch.setenv("IOTFL_BROKER", "mqtt://env:1883")
+    monkeypatch.setenv("IOTFL_QUORUM", "3")
+    settings = build(Example, config, "gateway", quorum=5, fleet=None)
+    assert settings.quorum == 5  # flag
+    assert settings.broker == "mqtt://env:1883"  # env over file
+    assert settings.fleet == "from-file"  # file over default; a None flag means "not given"
+
+
+def test_top_level_keys_serve_when_the_file_has_no_section(tmp_path: Path) -> None:
+    config = tmp_path / "iotfl.toml"
+    config.write_text("quorum = 9\n")
+    assert build(Example, config, "gateway").quorum == 9
+
+
+def test_bad_values_and_files_give_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="quorum"):
+        build(Example, None, "gateway", quorum=-1)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("quorum = = 1\n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        build(Example, broken, "gateway")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        build(Example, tmp_path / "missing.toml", "gateway")
