@@ -125,7 +125,10 @@ def parse_csv(text: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     Labels are integers or strings, mapped to classes in sorted order. Raises ``ValueError`` naming the first
     bad line.
     """
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(cell.strip() for cell in r)]
+    reader = csv.reader(io.StringIO(text))
+    # keep each row's line in the file so errors name the right line even after blank lines
+    numbered = [(reader.line_num, r) for r in reader if r and any(cell.strip() for cell in r)]
+    rows = [r for _, r in numbered]
     if not rows:
         raise ValueError("the CSV file has no rows")
 
@@ -136,13 +139,19 @@ def parse_csv(text: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
             return False
         return True
 
-    start = 0 if all(numeric(c) for c in rows[0]) else 1
+    # a header names columns: a word among the features, or a word above integer labels; a headerless file
+    # with string labels ("5.1,3.5,setosa") starts with data
+    first_label = rows[0][-1].strip()
+    header = not all(numeric(c) for c in rows[0][:-1]) or (
+        not numeric(first_label) and len(rows) > 1 and all(_is_int(r[-1].strip()) for r in rows[1:])
+    )
+    start = 1 if header else 0
     body = rows[start:]
     width = len(rows[0])
     if width < 2:
         raise ValueError("the CSV needs at least one feature column and a label column")
     features, labels = [], []
-    for line, row in enumerate(body, start=start + 1):
+    for line, row in numbered[start:]:
         if len(row) != width:
             raise ValueError(f"line {line}: {len(row)} columns, expected {width}")
         try:

@@ -47,4 +47,6 @@ class WeightedSum:
 
 def apply(base: np.ndarray, acc: WeightedSum, server_lr: float = 1.0) -> np.ndarray:
     """The new global weights: ``base + server_lr · Σ n·delta / Σ n`` (plain FedAvg at ``server_lr=1``)."""
+    if np.shape(base) != (acc.size,):
+        raise ValueError(f"base has shape {np.shape(base)}, expected ({acc.size},)")
     return (np.asarray(base, dtype=np.float32) + np.float32(server_lr) * acc.mean_delta()).astype(np.float32)

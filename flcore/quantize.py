@@ -43,7 +43,9 @@ def quantize(
     safe = np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)
     ratio = (blocks / safe[:, None]).astype(np.float32)
     if rng is None:
-        rounded = np.trunc(ratio + np.copysign(np.float32(0.5), ratio))
+        # trunc(r + 0.5) would round 0.49999997 up (the float32 sum rounds to 1.0); split off the exact fraction
+        whole = np.trunc(ratio)
+        rounded = whole + np.copysign(np.abs(ratio - whole) >= np.float32(0.5), ratio)
     else:
         floor = np.floor(ratio)
         rounded = floor + (rng.random(ratio.shape, dtype=np.float32) < (ratio - floor))

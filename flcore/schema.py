@@ -30,7 +30,7 @@ def unpack(data: bytes, kind: str, max_bytes: int | None = None) -> dict[str, An
     if not isinstance(obj, dict):
         raise WireError("decode", f"expected a map, got {type(obj).__name__}")
     ident = dict(round=readable_int(obj.get("round")), seq=readable_int(obj.get("seq")))
-    if obj.get("v") != WIRE_VERSION or isinstance(obj.get("v"), bool):
+    if not is_int(obj.get("v")) or obj.get("v") != WIRE_VERSION:
         raise WireError("version", f"v={obj.get('v')!r}, expected {WIRE_VERSION}", **ident)
     if obj.get("t") != kind:
         raise WireError("schema", f"t={obj.get('t')!r}, expected {kind!r}", **ident)
