@@ -7,5 +7,16 @@ from flcore.model import ModelSpec
 from flcore.quantize import dequantize, quantize
 from flcore.topics import GatewayTopics
 
-__all__ = ["Ack", "Agg", "GatewayTopics", "ModelSpec", "Status", "Task", "Up", "WeightedSum", "WireError",
-           "dequantize", "quantize"]
+__all__ = [
+    "Ack",
+    "Agg",
+    "GatewayTopics",
+    "ModelSpec",
+    "Status",
+    "Task",
+    "Up",
+    "WeightedSum",
+    "WireError",
+    "dequantize",
+    "quantize",
+]

@@ -7,9 +7,7 @@ be read, so the receiver can still ack the sender.
 
 from __future__ import annotations
 
-REASONS = frozenset(
-    {"decode", "version", "schema", "dev_mismatch", "n_range", "length", "scale", "loss", "too_large"}
-)
+REASONS = frozenset({"decode", "version", "schema", "dev_mismatch", "n_range", "length", "scale", "loss", "too_large"})
 
 
 class WireError(ValueError):

@@ -22,7 +22,12 @@ MAX_UPDATE_BYTES = 1 << 20
 MAX_SAMPLES = 100_000
 ACK_STATUSES = ("accepted", "duplicate", "late", "rejected")
 DEVICE_STATES = ("online", "sleeping", "offline")
-_META_TYPES: dict[str, tuple[type, ...]] = {"battery": (float, int), "train_ms": (int,), "ram_class": (str,), "fw": (str,)}
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "battery": (float, int),
+    "train_ms": (int,),
+    "ram_class": (str,),
+    "fw": (str,),
+}
 
 
 def _f32(data: bytes) -> np.ndarray:
@@ -59,10 +64,21 @@ class Up:
     def encode(self) -> bytes:
         return pack(
             _without_none(
-                [("v", WIRE_VERSION), ("t", "up"), ("dev", self.dev), ("round", self.round), ("base", self.base),
-                 ("n", self.n), ("loss", float(self.loss)), ("seq", self.seq), ("chunk", self.chunk),
-                 ("scales", _f32_bytes(self.scales)), ("q", np.asarray(self.q, dtype=np.int8).tobytes()),
-                 ("sub", self.sub or None), ("meta", self.meta)]
+                [
+                    ("v", WIRE_VERSION),
+                    ("t", "up"),
+                    ("dev", self.dev),
+                    ("round", self.round),
+                    ("base", self.base),
+                    ("n", self.n),
+                    ("loss", float(self.loss)),
+                    ("seq", self.seq),
+                    ("chunk", self.chunk),
+                    ("scales", _f32_bytes(self.scales)),
+                    ("q", np.asarray(self.q, dtype=np.int8).tobytes()),
+                    ("sub", self.sub or None),
+                    ("meta", self.meta),
+                ]
             )
         )
 
@@ -138,11 +154,23 @@ class Task:
     def encode(self) -> bytes:
         return pack(
             _without_none(
-                [("v", WIRE_VERSION), ("t", "task"), ("round", self.round), ("base", self.base),
-                 ("layers", list(self.layers)), ("w", _f32_bytes(self.w)), ("lr", float(self.lr)),
-                 ("epochs", self.epochs), ("batch", self.batch), ("chunk", self.chunk),
-                 ("deadline", float(self.deadline)), ("min_battery", float(self.min_battery)),
-                 ("select", self.select), ("sub", self.sub or None), ("done", self.done or None)]
+                [
+                    ("v", WIRE_VERSION),
+                    ("t", "task"),
+                    ("round", self.round),
+                    ("base", self.base),
+                    ("layers", list(self.layers)),
+                    ("w", _f32_bytes(self.w)),
+                    ("lr", float(self.lr)),
+                    ("epochs", self.epochs),
+                    ("batch", self.batch),
+                    ("chunk", self.chunk),
+                    ("deadline", float(self.deadline)),
+                    ("min_battery", float(self.min_battery)),
+                    ("select", self.select),
+                    ("sub", self.sub or None),
+                    ("done", self.done or None),
+                ]
             )
         )
 
@@ -190,8 +218,16 @@ class Ack:
             raise ValueError(f"ack status must be one of {ACK_STATUSES}, got {self.status!r}")
 
     def encode(self) -> bytes:
-        return pack({"v": WIRE_VERSION, "t": "ack", "round": self.round, "seq": self.seq,
-                     "status": self.status, "reason": self.reason})
+        return pack(
+            {
+                "v": WIRE_VERSION,
+                "t": "ack",
+                "round": self.round,
+                "seq": self.seq,
+                "status": self.status,
+                "reason": self.reason,
+            }
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Ack:
@@ -225,9 +261,21 @@ class Agg:
     devices: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
-        return pack({"v": WIRE_VERSION, "t": "agg", "gw": self.gw, "round": self.round, "base": self.base,
-                     "n": self.n, "k": self.k, "sum": _f32_bytes(self.sum), "loss": float(self.loss),
-                     "bytes": self.bytes_up, "devs": list(self.devices)})
+        return pack(
+            {
+                "v": WIRE_VERSION,
+                "t": "agg",
+                "gw": self.gw,
+                "round": self.round,
+                "base": self.base,
+                "n": self.n,
+                "k": self.k,
+                "sum": _f32_bytes(self.sum),
+                "loss": float(self.loss),
+                "bytes": self.bytes_up,
+                "devs": list(self.devices),
+            }
+        )
 
     @classmethod
     def decode(cls, data: bytes, *, params: int | None = None, max_bytes: int = 64 << 20) -> Agg:
@@ -280,9 +328,20 @@ class Status:
     def encode(self) -> bytes:
         return pack(
             _without_none(
-                [("v", WIRE_VERSION), ("t", "status"), ("dev", self.dev), ("state", self.state),
-                 ("battery", self.battery), ("rssi", self.rssi), ("ram_class", self.ram_class), ("fw", self.fw),
-                 ("gw", self.gw), ("round", self.round), ("sub", self.sub), ("skip", self.skip)]
+                [
+                    ("v", WIRE_VERSION),
+                    ("t", "status"),
+                    ("dev", self.dev),
+                    ("state", self.state),
+                    ("battery", self.battery),
+                    ("rssi", self.rssi),
+                    ("ram_class", self.ram_class),
+                    ("fw", self.fw),
+                    ("gw", self.gw),
+                    ("round", self.round),
+                    ("sub", self.sub),
+                    ("skip", self.skip),
+                ]
                 + sorted(self.extra.items())
             )
         )
@@ -296,9 +355,19 @@ class Status:
         battery = f.finite("battery", optional=True)
         known = {"v", "t", "dev", "state", "battery", "rssi", "ram_class", "fw", "gw", "round", "sub", "skip"}
         extra = {k: v for k, v in f.obj.items() if k not in known and isinstance(k, str)}
-        return cls(dev, state, battery, f.int("rssi", optional=True), f.str("ram_class", optional=True),
-                   f.str("fw", optional=True), f.str("gw", optional=True), f.int("round", optional=True),
-                   f.int("sub", optional=True), f.str("skip", optional=True), extra)
+        return cls(
+            dev,
+            state,
+            battery,
+            f.int("rssi", optional=True),
+            f.str("ram_class", optional=True),
+            f.str("fw", optional=True),
+            f.str("gw", optional=True),
+            f.int("round", optional=True),
+            f.int("sub", optional=True),
+            f.str("skip", optional=True),
+            extra,
+        )
 
 
 __all__ = ["Ack", "Agg", "Status", "Task", "Up", "WireError", "MAX_SAMPLES", "MAX_UPDATE_BYTES"]

@@ -30,7 +30,7 @@ class ModelSpec:
 
     @property
     def param_count(self) -> int:
-        return sum(o * i + o for i, o in zip(self.layers, self.layers[1:]))
+        return sum(o * i + o for i, o in zip(self.layers, self.layers[1:], strict=False))
 
     @property
     def n_classes(self) -> int:
@@ -42,7 +42,7 @@ class ModelSpec:
             raise ValueError(f"expected {self.param_count} parameters, got shape {flat.shape}")
         out: list[tuple[np.ndarray, np.ndarray]] = []
         pos = 0
-        for fan_in, fan_out in zip(self.layers, self.layers[1:]):
+        for fan_in, fan_out in zip(self.layers, self.layers[1:], strict=False):
             w = flat[pos : pos + fan_in * fan_out].reshape(fan_out, fan_in)
             pos += fan_in * fan_out
             b = flat[pos : pos + fan_out]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def dirichlet(labels: np.ndarray, parts: int, alpha: float, rng: np.random.Generator, min_size: int = 2) -> list[np.ndarray]:
+def dirichlet(
+    labels: np.ndarray, parts: int, alpha: float, rng: np.random.Generator, min_size: int = 2
+) -> list[np.ndarray]:
     """Indices of ``labels`` for each of ``parts`` devices; small α skews labels, large α tends to IID.
 
     Every device gets at least ``min_size`` samples (redrawing a few times, then topping up from the largest

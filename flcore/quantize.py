@@ -30,9 +30,7 @@ def _padded(x: np.ndarray, chunk: int) -> np.ndarray:
     return out.reshape(n, chunk)
 
 
-def quantize(
-    x: np.ndarray, chunk: int, rng: np.random.Generator | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def quantize(x: np.ndarray, chunk: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Quantize ``x`` to ``(scales float32[ceil(P/chunk)], q int8[P])``; pass ``rng`` for stochastic rounding."""
     _check_chunk(chunk)
     x = np.asarray(x, dtype=np.float32).ravel()
@@ -59,6 +57,8 @@ def dequantize(q: np.ndarray, scales: np.ndarray, chunk: int) -> np.ndarray:
     q = np.asarray(q, dtype=np.int8)
     scales = np.asarray(scales, dtype=np.float32)
     if scales.size != chunk_count(q.size, chunk):
-        raise ValueError(f"{q.size} values with chunk {chunk} need {chunk_count(q.size, chunk)} scales, got {scales.size}")
+        raise ValueError(
+            f"{q.size} values with chunk {chunk} need {chunk_count(q.size, chunk)} scales, got {scales.size}"
+        )
     per_value = np.repeat(scales, chunk)[: q.size]
     return (q.astype(np.float32) * per_value).astype(np.float32)

@@ -39,9 +39,7 @@ def _opt(help: str, env: str, **kw: Any) -> Any:
 
 def _given(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """The flags the user set (on the command line or through IOTFL_*); the rest fall through to the config file."""
-    return {
-        k: v for k, v in values.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)
-    }
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
 
 
 def _fail(message: str) -> None:
@@ -83,15 +81,21 @@ def demo(
     dataset: Annotated[str, _opt("digits | sensors | har | csv:PATH", "DATASET")] = "digits",
     alpha: Annotated[float, _opt("Dirichlet α of the non-IID split (small = skewed).", "ALPHA", min=1e-6)] = 0.5,
     seed: Annotated[int, _opt("Seed for data, split, model init and devices.", "SEED")] = 0,
-    broker: Annotated[str, _opt("auto (mosquitto if installed, else embedded) | embedded | mqtt://host:port", "BROKER")] = "auto",
+    broker: Annotated[
+        str, _opt("auto (mosquitto if installed, else embedded) | embedded | mqtt://host:port", "BROKER")
+    ] = "auto",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     battery: Annotated[bool, _opt("Battery model (drain, recharge, battery-aware selection).", "BATTERY")] = True,
-    gateway_rounds: Annotated[int, _opt("Local aggregation rounds per global round at each gateway.", "GATEWAY_ROUNDS", min=1)] = 1,
+    gateway_rounds: Annotated[
+        int, _opt("Local aggregation rounds per global round at each gateway.", "GATEWAY_ROUNDS", min=1)
+    ] = 1,
     lr: Annotated[float | None, _opt("Local SGD learning rate [default: per dataset].", "LR")] = None,
     epochs: Annotated[int | None, _opt("Local epochs per round [default: per dataset].", "EPOCHS")] = None,
     batch: Annotated[int | None, _opt("Local batch size [default: per dataset].", "BATCH")] = None,
     round_timeout: Annotated[float, _opt("Seconds before a round closes without everyone.", "ROUND_TIMEOUT")] = 30.0,
-    workdir: Annotated[Path | None, typer.Option(help="Keep logs, database and state here [default: a temp dir].")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep logs, database and state here [default: a temp dir].")
+    ] = None,
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -113,7 +117,9 @@ def demo(
 @app.command("broker")
 def broker_cmd(
     port: Annotated[int, _opt("TCP port on 127.0.0.1.", "PORT")] = 1883,
-    embedded: Annotated[bool, typer.Option(help="Use the embedded Python broker even if mosquitto is installed.")] = False,
+    embedded: Annotated[
+        bool, typer.Option(help="Use the embedded Python broker even if mosquitto is installed.")
+    ] = False,
 ) -> None:
     """Run a local MQTT broker: mosquitto with a generated config, or the embedded broker without it."""
     from iotfl.broker import start_broker
@@ -137,20 +143,26 @@ def cloud(
     port: Annotated[int, _opt("HTTP port.", "PORT")] = 8000,
     db: Annotated[str, _opt("sqlite:///FILE or postgresql://user@host/db", "DB")] = "sqlite:///iotfl.db",
     fleet: Annotated[str, _opt("Fleet name.", "FLEET")] = "default",
-    dataset: Annotated[str, _opt("Held-out evaluation set and model shape: digits | sensors | har | csv:PATH", "DATASET")] = "digits",
+    dataset: Annotated[
+        str, _opt("Held-out evaluation set and model shape: digits | sensors | har | csv:PATH", "DATASET")
+    ] = "digits",
     seed: Annotated[int, _opt("Seed of the data split and the initial model.", "SEED")] = 0,
     rounds: Annotated[int, _opt("Global rounds to run.", "ROUNDS", min=1)] = 20,
     gateway_token: Annotated[
         list[str] | None,
         typer.Option(help="gw=SECRET, repeatable; or IOTFL_GATEWAY_TOKENS='gw0=a,gw1=b'.", show_default=False),
     ] = None,
-    min_gateways: Annotated[int, _opt("Gateways that must check in before round 1's clock starts.", "MIN_GATEWAYS", min=1)] = 1,
+    min_gateways: Annotated[
+        int, _opt("Gateways that must check in before round 1's clock starts.", "MIN_GATEWAYS", min=1)
+    ] = 1,
     round_timeout: Annotated[float, _opt("Round deadline in seconds.", "ROUND_TIMEOUT")] = 60.0,
     lr: Annotated[float, _opt("Local learning rate sent to devices.", "LR")] = 0.05,
     epochs: Annotated[int, _opt("Local epochs sent to devices.", "EPOCHS")] = 2,
     batch: Annotated[int, _opt("Local batch size sent to devices.", "BATCH")] = 8,
     chunk: Annotated[int, _opt("Quantization chunk length.", "CHUNK")] = 256,
-    min_battery: Annotated[float, _opt("Battery floor (0..1) below which devices should not train.", "MIN_BATTERY")] = 0.1,
+    min_battery: Annotated[
+        float, _opt("Battery floor (0..1) below which devices should not train.", "MIN_BATTERY")
+    ] = 0.1,
     gateway_rounds: Annotated[int, _opt("Local aggregation rounds per global round.", "GATEWAY_ROUNDS", min=1)] = 1,
     server_lr: Annotated[float, _opt("Server learning rate applied to the averaged delta.", "SERVER_LR")] = 1.0,
     config: ConfigOpt = None,
@@ -189,7 +201,9 @@ def gateway(
     cloud: Annotated[str, _opt("The cloud's base URL.", "CLOUD")] = "http://127.0.0.1:8000",
     token: Annotated[str, _opt("Bearer token the cloud knows this gateway by.", "TOKEN", show_default=False)] = "",
     fleet: Annotated[str, _opt("Fleet name.", "FLEET")] = "default",
-    quorum: Annotated[int, _opt("Close a round after this many updates (0 = when every live device answered).", "QUORUM", min=0)] = 0,
+    quorum: Annotated[
+        int, _opt("Close a round after this many updates (0 = when every live device answered).", "QUORUM", min=0)
+    ] = 0,
     round_timeout: Annotated[float, _opt("Seconds a (sub-)round waits for devices.", "ROUND_TIMEOUT")] = 30.0,
     state_dir: Annotated[Path, _opt("Where the gateway keeps its state.", "STATE_DIR")] = Path("."),
     config: ConfigOpt = None,

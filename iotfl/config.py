@@ -31,8 +31,11 @@ def build(cls: type[S], config: Path | None, section: str, **flags: Any) -> S:
     class _WithToml(cls):  # type: ignore[valid-type,misc]
         @classmethod
         def settings_customise_sources(
-            cls_, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            cls_,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             toml = _DictSource(settings_cls, table)

@@ -155,10 +155,28 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
     common = ["--dataset", settings.dataset, "--seed", str(settings.seed)]
     stack.spawn(
         "cloud",
-        ["cloud", "--port", str(port), "--db", f"sqlite:///{db}", "--rounds", str(settings.rounds),
-         "--min-gateways", str(settings.gateways), "--round-timeout", str(settings.round_timeout * settings.gateway_rounds + 10),
-         "--lr", str(lr), "--epochs", str(epochs), "--batch", str(batch),
-         "--gateway-rounds", str(settings.gateway_rounds), *common],
+        [
+            "cloud",
+            "--port",
+            str(port),
+            "--db",
+            f"sqlite:///{db}",
+            "--rounds",
+            str(settings.rounds),
+            "--min-gateways",
+            str(settings.gateways),
+            "--round-timeout",
+            str(settings.round_timeout * settings.gateway_rounds + 10),
+            "--lr",
+            str(lr),
+            "--epochs",
+            str(epochs),
+            "--batch",
+            str(batch),
+            "--gateway-rounds",
+            str(settings.gateway_rounds),
+            *common,
+        ],
         env={"IOTFL_GATEWAY_TOKENS": ",".join(f"{gw}={tok}" for gw, tok in tokens.items())},
     )
     _wait_healthy(cloud_url, stack, timeout=60)
@@ -166,17 +184,40 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
     for gw, token in tokens.items():
         stack.spawn(
             gw,
-            ["gateway", "--id", gw, "--broker", broker_url, "--cloud", cloud_url,
-             "--state-dir", str(workdir / gw), "--round-timeout", str(settings.round_timeout)],
+            [
+                "gateway",
+                "--id",
+                gw,
+                "--broker",
+                broker_url,
+                "--cloud",
+                cloud_url,
+                "--state-dir",
+                str(workdir / gw),
+                "--round-timeout",
+                str(settings.round_timeout),
+            ],
             env={"IOTFL_TOKEN": token},
         )
     report = workdir / "fleet.json"
     report.unlink(missing_ok=True)
     stack.spawn(
         "fleet",
-        ["fleet", "--devices", str(settings.devices), "--gateways", str(settings.gateways), "--broker", broker_url,
-         "--alpha", str(settings.alpha), "--battery" if settings.battery else "--no-battery",
-         "--report", str(report), *common],
+        [
+            "fleet",
+            "--devices",
+            str(settings.devices),
+            "--gateways",
+            str(settings.gateways),
+            "--broker",
+            broker_url,
+            "--alpha",
+            str(settings.alpha),
+            "--battery" if settings.battery else "--no-battery",
+            "--report",
+            str(report),
+            *common,
+        ],
     )
     console.print(f"{settings.gateways} gateways and {settings.devices} devices started; logs in {workdir}")
     return stack, cloud_url, report
@@ -188,15 +229,20 @@ def _get(client: httpx.Client, path: str) -> Any:
     return response.json()
 
 
-def follow_rounds(settings: DemoSettings, stack: Stack, cloud_url: str, console: Console) -> tuple[dict, dict[int, float]]:
+def follow_rounds(
+    settings: DemoSettings, stack: Stack, cloud_url: str, console: Console
+) -> tuple[dict, dict[int, float]]:
     """Show progress until the cloud is done; returns its final status and each round's wall time."""
     budget = settings.rounds * (settings.round_timeout * settings.gateway_rounds + 30) + 120
     deadline = time.monotonic() + budget
     seconds: dict[int, float] = {}
     started: float | None = None
-    with httpx.Client(base_url=cloud_url, timeout=5.0) as client, Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
+    with (
+        httpx.Client(base_url=cloud_url, timeout=5.0) as client,
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress,
+    ):
         rounds_bar = progress.add_task("rounds", total=settings.rounds)
         round_bar = progress.add_task("round 1: gateways reported", total=settings.gateways)
         while True:
@@ -224,7 +270,8 @@ def follow_rounds(settings: DemoSettings, stack: Stack, cloud_url: str, console:
             try:
                 current = _get(client, f"/api/v1/rounds/{status['round']}")
                 progress.update(
-                    round_bar, completed=len(current["gateways"]),
+                    round_bar,
+                    completed=len(current["gateways"]),
                     description=f"round {status['round']}: gateways reported",
                 )
             except (httpx.HTTPError, ValueError):
@@ -242,21 +289,38 @@ def _wait_fleet(stack: Stack, timeout: float) -> None:
 
 
 def build_report(
-    settings: DemoSettings, dataset: Dataset, status: dict, seconds: dict[int, float], fleet: dict | None,
+    settings: DemoSettings,
+    dataset: Dataset,
+    status: dict,
+    seconds: dict[int, float],
+    fleet: dict | None,
     centralized: float,
 ) -> dict[str, Any]:
     from flcore.model import ModelSpec
 
     params = ModelSpec(dataset.layers).param_count
     rounds = [
-        {"round": h["round"], "accuracy": h["accuracy"], "loss": h["loss"], "k": h["k"], "n": h["n"],
-         "bytes_up": h["bytes_up"], "seconds": round(seconds.get(h["round"], float("nan")), 3)}
+        {
+            "round": h["round"],
+            "accuracy": h["accuracy"],
+            "loss": h["loss"],
+            "k": h["k"],
+            "n": h["n"],
+            "bytes_up": h["bytes_up"],
+            "seconds": round(seconds.get(h["round"], float("nan")), 3),
+        }
         for h in status["history"]
     ]
     lr, epochs, batch = settings.training()
     report: dict[str, Any] = {
-        "config": {**settings.model_dump(), "lr": lr, "epochs": epochs, "batch": batch, "layers": list(dataset.layers),
-                   "params": params},
+        "config": {
+            **settings.model_dump(),
+            "lr": lr,
+            "epochs": epochs,
+            "batch": batch,
+            "layers": list(dataset.layers),
+            "params": params,
+        },
         "rounds": rounds,
         "final_accuracy": rounds[-1]["accuracy"] if rounds else None,
         "centralized_accuracy": centralized,

@@ -19,20 +19,33 @@ def test_plain_install_has_gateway_and_cloud_help_without_torch(tmp_path: Path) 
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", str(ROOT)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     assert pip.returncode == 0, pip.stderr[-3000:]
     python = str(venv / "bin" / "python")
-    probe = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
-                           capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.stdout.strip() == "None"
     for command in ("gateway", "cloud"):
-        shown = subprocess.run([str(venv / "bin" / "iotfl"), command, "--help"], capture_output=True, text=True,
-                               timeout=60, cwd=tmp_path)
+        shown = subprocess.run(
+            [str(venv / "bin" / "iotfl"), command, "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
         assert shown.returncode == 0, shown.stderr
         assert "IOTFL_" in shown.stdout
         assert ("--broker" if command == "gateway" else "--db") in shown.stdout
     # the gateway's modules import on the light install (no torch, no FastAPI)
-    imported = subprocess.run([python, "-c", "import gateway.service, gateway.settings, flcore; print('ok')"],
-                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    imported = subprocess.run(
+        [python, "-c", "import gateway.service, gateway.settings, flcore; print('ok')"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert imported.stdout.strip() == "ok", imported.stderr

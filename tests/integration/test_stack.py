@@ -43,8 +43,19 @@ def test_three_round_demo_learns_and_every_rest_path_answers(mosquitto, tmp_path
 
         current = httpx.get(f"{cloud}/api/v1/rounds/current").json()
         assert current["state"] == "done" and current["layers"] == list(spec.layers)
-        assert set(current) >= {"round", "base", "state", "deadline", "layers", "lr", "epochs", "batch", "chunk",
-                                "min_battery", "gateway_rounds"}
+        assert set(current) >= {
+            "round",
+            "base",
+            "state",
+            "deadline",
+            "layers",
+            "lr",
+            "epochs",
+            "batch",
+            "chunk",
+            "min_battery",
+            "gateway_rounds",
+        }
 
         r2 = httpx.get(f"{cloud}/api/v1/rounds/2").json()
         assert r2["state"] == "closed" and r2["base"] == 1 and set(r2["gateways"]) == {"gw0", "gw1", "gw2"}
@@ -66,8 +77,13 @@ def test_three_round_demo_learns_and_every_rest_path_answers(mosquitto, tmp_path
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert httpx.get(f"{cloud}/docs").status_code == 200
         paths = httpx.get(f"{cloud}/openapi.json").json()["paths"]
-        for path in ("/api/v1/rounds/current", "/api/v1/rounds/{round}", "/api/v1/rounds/{round}/aggregates",
-                     "/api/v1/status", "/api/v1/model/latest"):
+        for path in (
+            "/api/v1/rounds/current",
+            "/api/v1/rounds/{round}",
+            "/api/v1/rounds/{round}/aggregates",
+            "/api/v1/status",
+            "/api/v1/model/latest",
+        ):
             assert path in paths, path
     finally:
         stack.stop()
@@ -75,13 +91,37 @@ def test_three_round_demo_learns_and_every_rest_path_answers(mosquitto, tmp_path
 
 def test_demo_command_writes_the_report(mosquitto, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "iotfl", "demo", "--devices", "8", "--gateways", "2", "--rounds", "2",
-           "--dataset", "sensors", "--broker", mosquitto.url, "--json", str(out), "--workdir", str(tmp_path / "w")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "iotfl",
+        "demo",
+        "--devices",
+        "8",
+        "--gateways",
+        "2",
+        "--rounds",
+        "2",
+        "--dataset",
+        "sensors",
+        "--broker",
+        mosquitto.url,
+        "--json",
+        str(out),
+        "--workdir",
+        str(tmp_path / "w"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report) >= {"config", "rounds", "final_accuracy", "centralized_accuracy", "bytes_up_total",
-                           "bytes_float32_equivalent"}
+    assert set(report) >= {
+        "config",
+        "rounds",
+        "final_accuracy",
+        "centralized_accuracy",
+        "bytes_up_total",
+        "bytes_float32_equivalent",
+    }
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     for r in report["rounds"]:
         assert set(r) >= {"round", "accuracy", "loss", "k", "n", "bytes_up", "seconds"}
