@@ -53,6 +53,8 @@ def _logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # httpx logs every request at INFO: two lines a second from each polling gateway.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _stop_event() -> threading.Event:

@@ -1,0 +1,151 @@
+"""The gateway's ingest rules with no network: one ``(topic, payload)`` in, the ``Ack`` to send out.
+
+The contract's validation order is applied exactly: (1) topic and size, (2) decode + schema via ``Up.decode``,
+(3) dedup per (dev, round, sub), (4) late / future_round / base_mismatch against the open sub-round, (5) fold
+into the running ``WeightedSum``. Only sums are kept, never a list of updates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from flcore.errors import WireError
+from flcore.fedavg import WeightedSum
+from flcore.messages import MAX_SAMPLES, MAX_UPDATE_BYTES, Ack, Up
+from flcore.topics import GatewayTopics
+
+log = logging.getLogger(__name__)
+
+# Rounds whose accepted (dev, sub) keys are remembered to answer redeliveries with `duplicate`.
+REMEMBERED_ROUNDS = 4
+DROPPED_TOPIC = "topic"
+
+
+@dataclass(frozen=True)
+class SubRound:
+    """The (round, sub) a gateway collects for, with the task's base version and the model's parameter count."""
+
+    round: int
+    sub: int
+    base: int
+    params: int
+
+
+@dataclass
+class RoundTotals:
+    """What one global round collected across its sub-rounds (the ``agg`` fields other than ``sum``)."""
+
+    round: int
+    base: int
+    devices: dict[str, int] = field(default_factory=dict)
+    k: int = 0
+    loss_weighted: float = 0.0
+    samples: int = 0
+    bytes_up: int = 0
+
+    @property
+    def n(self) -> int:
+        """Samples of the distinct devices that contributed (a device counts once however many sub-rounds)."""
+        return sum(self.devices.values())
+
+    @property
+    def loss(self) -> float:
+        """Sample-weighted mean training loss over every accepted update of the round."""
+        return self.loss_weighted / self.samples if self.samples else float("nan")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The collector's answer: the device to ack, the ack, and the decoded update when it was accepted."""
+
+    dev: str
+    ack: Ack
+    update: Up | None = None
+
+
+class Collector:
+    """Validates and folds ``up`` payloads for the open sub-round of one gateway."""
+
+    def __init__(
+        self, topics: GatewayTopics, *, max_bytes: int = MAX_UPDATE_BYTES, max_samples: int = MAX_SAMPLES
+    ) -> None:
+        self.topics = topics
+        self.max_bytes = max_bytes
+        self.max_samples = max_samples
+        self.counters: Counter[str] = Counter()
+        self.opening: SubRound | None = None
+        self.closed = True
+        self.sum: WeightedSum | None = None
+        self.totals: RoundTotals | None = None
+        self.sub_devices: set[str] = set()
+        self._accepted: dict[int, set[tuple[str, int]]] = {}
+
+    def open(self, opening: SubRound) -> None:
+        """Start collecting for ``opening``; a new round resets the round totals."""
+        if self.totals is None or self.totals.round != opening.round:
+            self.totals = RoundTotals(opening.round, opening.base)
+        self.opening = opening
+        self.closed = False
+        self.sum = WeightedSum(opening.params)
+        self.sub_devices = set()
+        self._accepted.setdefault(opening.round, set())
+        for old in sorted(self._accepted)[:-REMEMBERED_ROUNDS]:
+            del self._accepted[old]
+
+    def close(self) -> WeightedSum:
+        """Stop accepting for the open sub-round (later updates for it are `late`) and return its sum."""
+        if self.sum is None:
+            raise RuntimeError("no sub-round was opened")
+        self.closed = True
+        return self.sum
+
+    def ingest(self, topic: str, payload: bytes) -> Verdict | None:
+        """Apply rules 1–5 to one message; None means the topic was invalid (dropped, counted, not acked)."""
+        dev = self.topics.device_of(topic)
+        if dev is None:
+            self.counters[DROPPED_TOPIC] += 1
+            log.warning("dropped an update on invalid topic %r (%d bytes)", topic, len(payload))
+            return None
+        if self.totals is not None:
+            self.totals.bytes_up += len(payload)
+        opening = self.opening
+        try:
+            up = Up.decode(
+                payload,
+                params=opening.params if opening else None,
+                topic_dev=dev,
+                max_bytes=self.max_bytes,
+                max_samples=self.max_samples,
+            )
+        except WireError as exc:
+            log.info("rejected update from %s: %s", dev, exc)
+            return self._answer(dev, Ack(exc.round, exc.seq, "rejected", exc.reason))
+        if (up.dev, up.sub) in self._accepted.get(up.round, ()):
+            return self._answer(dev, Ack(up.round, up.seq, "duplicate", "duplicate"))
+        if opening is None or up.round > opening.round or (up.round == opening.round and up.sub > opening.sub):
+            return self._answer(dev, Ack(up.round, up.seq, "rejected", "future_round"))
+        if up.round < opening.round or up.sub < opening.sub or self.closed:
+            return self._answer(dev, Ack(up.round, up.seq, "late", "late"))
+        if up.base != opening.base:
+            return self._answer(dev, Ack(up.round, up.seq, "rejected", "base_mismatch"))
+        self._fold(up)
+        return self._answer(dev, Ack(up.round, up.seq, "accepted", ""), up)
+
+    def _fold(self, up: Up) -> None:
+        assert self.sum is not None and self.totals is not None  # set together by open()
+        self.sum.add(up.delta(), up.n, up.loss)
+        self._accepted[up.round].add((up.dev, up.sub))
+        self.sub_devices.add(up.dev)
+        self.totals.devices[up.dev] = up.n
+        self.totals.k += 1
+        self.totals.samples += up.n
+        self.totals.loss_weighted += up.n * up.loss
+
+    def _answer(self, dev: str, ack: Ack, update: Up | None = None) -> Verdict:
+        self.counters[ack.reason if ack.status == "rejected" else ack.status] += 1
+        return Verdict(dev, ack, update)
+
+
+__all__ = ["Collector", "DROPPED_TOPIC", "REMEMBERED_ROUNDS", "RoundTotals", "SubRound", "Verdict"]

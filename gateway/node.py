@@ -1,0 +1,185 @@
+"""One gateway on the broker: ingest updates, track live devices, publish tasks and acks, decide when to close.
+
+``GatewayNode`` is the MQTT side of the gateway without the cloud, so tests (and the service) drive it directly:
+``open_sub_round(task)`` → ``wait_closed(deadline)`` → ``close_sub_round()``. Every ingest, status and close
+decision happens under one ``threading.Condition``; paho's network thread notifies it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+from flcore.errors import WireError
+from flcore.fedavg import WeightedSum
+from flcore.messages import Status, Task
+from flcore.topics import GatewayTopics, device_of_status, status_wildcard
+from gateway.collector import Collector, RoundTotals, SubRound
+from gateway.journal import Journal
+from gateway.mqtt import MqttLink
+from gateway.roster import Roster
+from gateway.settings import BrokerAddress, GatewaySettings
+
+log = logging.getLogger(__name__)
+
+WAIT_SLICE = 0.25
+# Retained statuses arrive just after a (re)subscription, with no end marker: until they had time to, the roster
+# may miss live devices, so "every live device answered" is not trusted before then.
+ROSTER_SETTLE = 0.5
+
+
+class GatewayNode:
+    """The gateway's MQTT-facing state machine for one (round, sub) at a time."""
+
+    def __init__(
+        self,
+        gw: str,
+        address: BrokerAddress,
+        *,
+        fleet: str = "default",
+        quorum: int = 0,
+        max_bytes: int = 1 << 20,
+        max_samples: int = 100_000,
+        journal: Journal | None = None,
+    ) -> None:
+        self.topics = GatewayTopics(fleet, gw)
+        self.quorum = quorum
+        self.journal = journal
+        self.collector = Collector(self.topics, max_bytes=max_bytes, max_samples=max_samples)
+        self.roster = Roster(gw)
+        self.cond = threading.Condition()
+        self._task: bytes | None = None
+        self.link = MqttLink(
+            address,
+            f"iotfl-gw-{gw}",
+            {self.topics.up_wildcard: self._on_up, status_wildcard(fleet): self._on_status},
+            on_connected=self._republish_task,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, journal: Journal | None = None) -> GatewayNode:
+        return cls(
+            settings.id,
+            settings.broker_address,
+            fleet=settings.fleet,
+            quorum=settings.quorum,
+            max_bytes=settings.max_update_bytes,
+            max_samples=settings.max_samples,
+            journal=journal,
+        )
+
+    def start(self, timeout: float = 10.0) -> bool:
+        """Connect and subscribe; True when subscribed within ``timeout`` (else paho keeps retrying)."""
+        return self.link.start(timeout)
+
+    def stop(self) -> None:
+        self.link.stop()
+
+    @property
+    def counters(self) -> Counter[str]:
+        with self.cond:
+            return Counter(self.collector.counters)
+
+    @property
+    def totals(self) -> RoundTotals | None:
+        return self.collector.totals
+
+    def publish_task(self, task: Task) -> None:
+        """Replace the retained task (also republished after every reconnect)."""
+        payload = task.encode()
+        with self.cond:
+            self._task = payload
+        self.link.publish(self.topics.task, payload, retain=True)
+
+    def open_sub_round(self, task: Task, replay: Iterable[tuple[str, bytes]] = (), publish: bool = True) -> None:
+        """Start collecting for ``task``'s (round, sub); ``replay`` re-ingests journaled payloads first."""
+        opening = SubRound(task.round, task.sub, task.base, task.spec.param_count)
+        with self.cond:
+            self.collector.open(opening)
+            for topic, payload in replay:
+                verdict = self.collector.ingest(topic, payload)
+                if verdict is not None and verdict.update is not None:
+                    self.roster.on_update(verdict.dev)
+            self.cond.notify_all()
+        if publish:
+            self.publish_task(task)
+
+    def wait_closed(self, deadline: float, stop: threading.Event | None = None) -> str:
+        """Block until the open sub-round may close; returns ``quorum``, ``all_answered``, ``deadline`` or ``stop``.
+
+        ``deadline`` is unix seconds, like the task's.
+        """
+        with self.cond:
+            while True:
+                reason = self._close_reason()
+                if reason is not None:
+                    return reason
+                if stop is not None and stop.is_set():
+                    return "stop"
+                left = deadline - time.time()
+                if left <= 0:
+                    return "deadline"
+                self.cond.wait(min(left, WAIT_SLICE))
+
+    def close_sub_round(self, journal: bool = True) -> WeightedSum:
+        """Close the open sub-round (later updates for it are answered ``late``) and return its running sum."""
+        with self.cond:
+            total = self.collector.close()
+            if journal and self.journal is not None and self.collector.opening is not None:
+                self.journal.closed(self.collector.opening.sub)
+            return total
+
+    def _close_reason(self) -> str | None:
+        opening, total = self.collector.opening, self.collector.sum
+        if opening is None or total is None or self.collector.closed:
+            return None
+        reason = self.roster.close_reason(opening.round, opening.sub, self.collector.sub_devices, total.k, self.quorum)
+        if reason == "all_answered" and not self._roster_settled():
+            return None
+        return reason
+
+    def _roster_settled(self) -> bool:
+        link = self.link
+        return link.subscribed.is_set() and time.monotonic() - link.subscribed_at >= ROSTER_SETTLE
+
+    def _on_up(self, topic: str, payload: bytes) -> None:
+        with self.cond:
+            verdict = self.collector.ingest(topic, payload)
+            if verdict is None:
+                return
+            if verdict.update is not None:
+                if self.journal is not None:
+                    self.journal.update(verdict.update.sub, topic, payload)
+                self.roster.on_update(verdict.dev)
+                self.cond.notify_all()
+        self.link.publish(self.topics.ack(verdict.dev), verdict.ack.encode())
+
+    def _on_status(self, topic: str, payload: bytes) -> None:
+        dev = device_of_status(self.topics.fleet, topic)
+        if dev is None:
+            return
+        status: Status | None = None
+        if payload:
+            try:
+                status = Status.decode(payload)
+            except WireError as exc:
+                log.info("ignored a bad status from %s: %s", dev, exc)
+                return
+            if status.dev != dev:
+                log.info("ignored a status on %s's topic naming %s", dev, status.dev)
+                return
+        with self.cond:
+            self.roster.on_status(dev, status)
+            self.cond.notify_all()
+
+    def _republish_task(self) -> None:
+        with self.cond:
+            payload = self._task
+        if payload is not None:
+            self.link.publish(self.topics.task, payload, retain=True)
+
+
+__all__ = ["GatewayNode"]

@@ -1,0 +1,94 @@
+"""Gateway settings (``IOTFL_*`` environment, TOML file and flags via ``iotfl.config.build``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flcore.topics import check_id
+
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker listens; ``tls`` means verify it with the system CAs."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://…`` (TLS); raises ValueError with a readable message."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
+    try:
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        raise ValueError(f"broker URL {url!r} has an invalid port") from None
+    if not parts.hostname:
+        raise ValueError(f"broker URL {url!r} has no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"broker URL {url!r} must be scheme://host:port only")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return BrokerAddress(parts.hostname, port, parts.scheme == "mqtts", user, password)
+
+
+class GatewaySettings(BaseSettings):
+    """One gateway: its id, where the broker and the cloud are, and the round limits it enforces."""
+
+    model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
+
+    id: str
+    broker: str = "mqtt://127.0.0.1:1883"
+    cloud: str = "http://127.0.0.1:8000"
+    token: str = Field(repr=False)
+    fleet: str = "default"
+    quorum: int = Field(0, ge=0)
+    round_timeout: float = Field(30.0, gt=0)
+    state_dir: Path = Path(".")
+    poll_interval: float = Field(0.5, gt=0, le=60)
+    max_update_bytes: int = Field(1 << 20, ge=64)
+    max_samples: int = Field(100_000, ge=1)
+
+    @field_validator("id", "fleet")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return check_id(value)
+
+    @field_validator("token")
+    @classmethod
+    def _non_empty_token(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a gateway needs the bearer token the cloud knows it by (--token or IOTFL_TOKEN)")
+        return value.strip()
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parse_broker_url(value)
+        return value.strip()
+
+    @field_validator("cloud")
+    @classmethod
+    def _cloud_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"cloud URL {value!r} must be http(s)://host[:port]")
+        return value.strip().rstrip("/")
+
+    @property
+    def broker_address(self) -> BrokerAddress:
+        return parse_broker_url(self.broker)
+
+
+__all__ = ["BrokerAddress", "GatewaySettings", "parse_broker_url"]
