@@ -1,0 +1,67 @@
+"""Dependencies of the routes: the app's services and the gateway behind a bearer token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cloud.auth import Tokens
+from cloud.metrics import Metrics
+from cloud.rounds import Rounds
+from cloud.settings import CloudSettings
+
+bearer = HTTPBearer(auto_error=False, description="the gateway's token")
+
+
+def get_rounds(request: Request) -> Rounds:
+    return request.app.state.rounds
+
+
+def get_tokens(request: Request) -> Tokens:
+    return request.app.state.tokens
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_settings(request: Request) -> CloudSettings:
+    return request.app.state.settings
+
+
+RoundsDep = Annotated[Rounds, Depends(get_rounds)]
+TokensDep = Annotated[Tokens, Depends(get_tokens)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SettingsDep = Annotated[CloudSettings, Depends(get_settings)]
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def problem(code: int, reason: str, message: str = "", headers: dict[str, str] | None = None) -> HTTPException:
+    """An HTTP error with the protocol's ``{"detail": {"reason": ...}}`` body."""
+    detail = {"reason": reason, "message": message} if message else {"reason": reason}
+    return HTTPException(status_code=code, detail=detail, headers=headers)
+
+
+def require_gateway(credentials: CredentialsDep, tokens: TokensDep, rounds: RoundsDep, metrics: MetricsDep) -> str:
+    """The gateway whose token the request carries (it checks in), else 401."""
+    gw = tokens.identify(credentials.credentials) if credentials is not None else None
+    if gw is None:
+        metrics.aggregate("unauthorized")
+        message = "missing bearer token" if credentials is None else "unknown gateway token"
+        raise problem(status.HTTP_401_UNAUTHORIZED, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+    rounds.checkin(gw)
+    return gw
+
+
+def optional_gateway(credentials: CredentialsDep, tokens: TokensDep, rounds: RoundsDep) -> str | None:
+    """GETs need no token; a valid one still counts as its gateway checking in."""
+    gw = tokens.identify(credentials.credentials) if credentials is not None else None
+    if gw is not None:
+        rounds.checkin(gw)
+    return gw
+
+
+GatewayDep = Annotated[str, Depends(require_gateway)]
+CheckinDep = Annotated[str | None, Depends(optional_gateway)]

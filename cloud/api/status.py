@@ -1,0 +1,28 @@
+"""``GET /api/v1/status``, ``GET /healthz`` and ``GET /metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from cloud.api.deps import CheckinDep, MetricsDep, RoundsDep
+from cloud.metrics import CONTENT_TYPE
+from cloud.views import Health, Status
+
+api = APIRouter()
+root = APIRouter()
+
+
+@api.get("/status", summary="Fleet status: round, model version, gateways, history")
+def fleet_status(rounds: RoundsDep, _gw: CheckinDep) -> Status:
+    return rounds.status()
+
+
+@root.get("/healthz", summary="Liveness probe")
+def healthz() -> Health:
+    return Health()
+
+
+@root.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+def metrics(rounds: RoundsDep, counters: MetricsDep) -> PlainTextResponse:
+    return PlainTextResponse(counters.render(rounds.gauges()), media_type=CONTENT_TYPE)

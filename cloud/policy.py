@@ -1,0 +1,94 @@
+"""The round rules of docs/protocol.md as pure functions: what an aggregate's fate is, when a round closes, and
+the global FedAvg step. No clock, no database: callers pass ``now`` and the rows' values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from flcore import fedavg
+from flcore.fedavg import WeightedSum
+
+LIVE_FACTOR = 2.0  # a gateway is live while it checked in within LIVE_FACTOR × round_timeout
+
+
+class Verdict(StrEnum):
+    """What the cloud answers to a well-formed aggregate from an authorized gateway."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+    FUTURE = "future_round"
+    BASE_MISMATCH = "base_mismatch"
+
+
+class Step(StrEnum):
+    """What the deadline check does with an open round."""
+
+    WAIT = "wait"
+    CLOSE = "close"
+    EXTEND = "extend"
+
+
+def classify(
+    *,
+    duplicate: bool,
+    done: bool,
+    round_state: str | None,
+    round_base: int | None,
+    agg_base: int,
+    last_closed: int,
+    agg_round: int,
+) -> Verdict:
+    """The verdict for an aggregate of ``agg_round`` (the checks after decoding, in the protocol's order)."""
+    if duplicate:
+        return Verdict.DUPLICATE
+    if round_state == "open" and not done:
+        return Verdict.BASE_MISMATCH if agg_base != round_base else Verdict.ACCEPTED
+    return Verdict.LATE if agg_round <= last_closed else Verdict.FUTURE
+
+
+def live_since(now: float, round_timeout: float) -> float:
+    """The earliest check-in time that still makes a gateway live."""
+    return now - LIVE_FACTOR * round_timeout
+
+
+def all_reported(reported: Iterable[str], live: Iterable[str], min_gateways: int) -> bool:
+    """Every live gateway has posted and at least ``min_gateways`` did."""
+    got = set(reported)
+    return len(got) >= min_gateways and set(live) <= got
+
+
+def next_step(
+    *, now: float, deadline: float | None, reported: Iterable[str], live: Iterable[str], min_gateways: int
+) -> Step:
+    """Close when every live gateway reported; at the deadline close if anything came in, else extend."""
+    got = set(reported)
+    if all_reported(got, live, min_gateways):
+        return Step.CLOSE
+    if deadline is not None and now >= deadline:
+        return Step.CLOSE if got else Step.EXTEND
+    return Step.WAIT
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalUpdate:
+    """The new global weights and the round's totals."""
+
+    weights: np.ndarray
+    n: int
+    k: int
+    train_loss: float
+
+
+def global_update(
+    base: np.ndarray, sums: Iterable[tuple[np.ndarray, int, int, float]], server_lr: float = 1.0
+) -> GlobalUpdate:
+    """``base + server_lr · Σ sum / Σ n`` over (sum, n, k, loss) aggregates."""
+    acc = WeightedSum(len(base))
+    for total, n, k, loss in sums:
+        acc.add_sum(np.asarray(total, dtype=np.float64), n, k, loss)
+    return GlobalUpdate(fedavg.apply(base, acc, server_lr), acc.n, acc.k, acc.mean_loss)

@@ -1,0 +1,119 @@
+"""Run the aggregator under uvicorn: ``serve`` blocks until SIGINT/SIGTERM; ``running`` serves from a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Generator, Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from cloud.app import create_app
+from cloud.errors import CloudError
+from cloud.settings import CloudSettings
+from flcore.datasets import Dataset
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (port 0 picks a free one), or a ``CloudError`` saying why."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, IndexError) as exc:
+        raise CloudError(f"cannot resolve {host!r}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise CloudError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that logs one line with its URL and returns normally after SIGINT/SIGTERM."""
+
+    def __init__(self, config: uvicorn.Config, url: str):
+        super().__init__(config)
+        self.url = url
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            log.info("iotfl cloud serving on %s (dashboard at /, API docs at /docs)", self.url)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the caught signal after shutting down; the CLI wants a plain return instead.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+def _server(app: FastAPI, sock: socket.socket) -> _Server:
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,  # the caller's logging setup applies
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    return _Server(config, url_of(sock))
+
+
+def serve(settings: CloudSettings, dataset: Dataset) -> None:
+    """Serve the aggregator on ``settings.host:settings.port`` until SIGINT or SIGTERM, then shut down cleanly."""
+    app = create_app(settings, dataset)
+    sock = bind(settings.host, settings.port)
+    server = _server(app, sock)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        raise CloudError("the cloud failed to start (see the log above)")
+    log.info("iotfl cloud stopped")
+
+
+@contextlib.contextmanager
+def running(settings: CloudSettings, dataset: Dataset, *, startup_timeout: float = 15.0) -> Iterator[str]:
+    """Serve from a background thread for the duration of the block; yields the base URL (``port=0`` is fine)."""
+    app = create_app(settings, dataset)
+    sock = bind(settings.host, settings.port)
+    server = _server(app, sock)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="iotfl-cloud", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise CloudError(f"the cloud did not start within {startup_timeout:.0f} s")
+            time.sleep(0.02)
+        yield server.url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=GRACEFUL_SHUTDOWN_SECONDS + 5)
+        sock.close()
+
+
+__all__ = ["bind", "running", "serve"]

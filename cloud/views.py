@@ -1,0 +1,85 @@
+"""The JSON bodies of the cloud's REST API (the contract's "Cloud REST" section), as pydantic models."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class CurrentRound(BaseModel):
+    """What gateways poll: the open round and its task hyper-parameters (``state`` is ``done`` at the end)."""
+
+    round: int
+    base: int
+    state: Literal["open", "done"]
+    deadline: float = Field(description="unix seconds")
+    layers: list[int]
+    lr: float
+    epochs: int
+    batch: int
+    chunk: int
+    min_battery: float
+    gateway_rounds: int
+
+
+class GatewayShare(BaseModel):
+    k: int
+    n: int
+    loss: float
+
+
+class RoundInfo(BaseModel):
+    """One round; ``accuracy``/``loss`` are the held-out evaluation of the model the round produced."""
+
+    round: int
+    state: Literal["open", "closed"]
+    base: int
+    k: int
+    n: int
+    accuracy: float | None
+    loss: float | None
+    gateways: dict[str, GatewayShare]
+    train_loss: float | None = Field(None, description="sample-weighted mean of the gateways' training loss")
+    bytes_up: int = 0
+    deadline: float | None = None
+    closed_at: float | None = None
+
+
+class GatewayInfo(BaseModel):
+    id: str
+    last_seen: float | None = Field(description="unix seconds of the last check-in")
+    rounds_reported: int
+
+
+class HistoryEntry(BaseModel):
+    round: int
+    accuracy: float
+    loss: float
+    k: int
+    n: int
+    bytes_up: int
+    closed_at: float = Field(description="unix seconds")
+    train_loss: float | None = None
+
+
+class Status(BaseModel):
+    fleet: str
+    round: int
+    model_version: int
+    state: Literal["running", "done"]
+    gateways: list[GatewayInfo]
+    devices_seen: int
+    history: list[HistoryEntry]
+    total_rounds: int
+    initial_accuracy: float = Field(description="held-out accuracy of model version 0")
+    deadline: float | None = Field(None, description="the open round's deadline (unix seconds)")
+
+
+class AggregateResult(BaseModel):
+    accepted: bool
+    duplicate: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
