@@ -1,0 +1,389 @@
+"""One simulated device: its own MQTT connection, training on its gateway's tasks, int8 updates, acks, resends.
+
+Threads: paho's network thread runs the callbacks, which only decode and record; training runs on a shared
+executor (many devices share a few cores) and a device queues at most one task, the newest, so a burst of tasks
+never piles up work that a later task has superseded. Ack deadlines are timers. One lock guards the device's state;
+paho calls are made outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from device_sim.battery import Battery
+from device_sim.connection import BrokerAddress, connect, make_client
+from device_sim.policy import decide, shuffle_seed
+from device_sim.report import DeviceReport
+from device_sim.settings import FleetSettings
+from device_sim.trainer import train_local
+from flcore.errors import WireError
+from flcore.messages import Ack, Status, Task, Up
+from flcore.quantize import quantize
+from flcore.topics import GatewayTopics, status_topic
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+@dataclass
+class _Pending:
+    """An update waiting for its ack."""
+
+    seq: int
+    round: int
+    payload: bytes
+    sends: int = 1
+    timer: threading.Timer | None = None
+
+
+class SimDevice:
+    """A device ``dev`` of gateway ``gw`` holding the shard ``(x, y)``; ``start()`` connects, ``stop()`` leaves."""
+
+    def __init__(
+        self,
+        dev: str,
+        gw: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        ram_class: str,
+        battery: Battery,
+        settings: FleetSettings,
+        pool: Executor,
+        rssi: int = -60,
+        on_event: Callable[[Event], None] | None = None,
+    ):
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"device {dev} needs at least one sample and one label per sample")
+        self.dev, self.gw, self.x, self.y = dev, gw, x, y
+        self.ram_class, self.battery, self.rssi = ram_class, battery, rssi
+        self.settings, self._pool, self._on_event = settings, pool, on_event
+        self.topics = GatewayTopics(settings.fleet, gw)
+        self.status_topic = status_topic(settings.fleet, dev)
+        self.address = BrokerAddress.parse(settings.broker)
+        self.report = DeviceReport(dev, gw, ram_class, len(y), battery.level)
+        self.connected = threading.Event()
+        self.done = threading.Event()  # set by a task with done=true
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._seq = 0
+        self._last_key: tuple[int, int] | None = None
+        self._next: Task | None = None
+        self._scheduled = False
+        self._pending: _Pending | None = None
+        self._client = make_client(f"iotfl-dev-{dev}", self.address, settings.tls_ca)
+        self._client.will_set(self.status_topic, self._status("offline").encode(), qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect (bounded retries, raises ConnectionError) and start paho's network thread."""
+        connect(self._client, self.address, self.settings.keepalive, self.settings.connect_retries)
+        self._client.loop_start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Publish a retained ``offline`` status (a clean disconnect sends no Last Will), then disconnect."""
+        with self._lock:
+            already, self._stopped = self._stopped, True
+            self._cancel_pending()
+        if already:
+            return
+        if self.connected.is_set():
+            info = self._client.publish(self.status_topic, self._status("offline").encode(), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.debug("%s: offline status not confirmed before disconnect", self.dev)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def crash(self) -> None:
+        """Fault injection: vanish without a DISCONNECT (network thread stopped, socket closed), so the broker
+        publishes the Last Will."""
+        with self._lock:
+            self._stopped = True
+            self._cancel_pending()
+        self._client.loop_stop()
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.connected.clear()
+
+    def drop_connection(self) -> None:
+        """Fault injection: cut the TCP connection under paho, which then reconnects on its own."""
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # -- paho callbacks (network thread) ----------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.warning("%s: broker refused the connection: %s", self.dev, reason)
+            return
+        client.publish(self.status_topic, self._status("online").encode(), qos=1, retain=True)
+        client.subscribe([(self.topics.task, 1), (self.topics.ack(self.dev), 1)])
+        self.connected.set()
+        self._emit({"event": "connected", "dev": self.dev})
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self.connected.clear()
+        if not self._stopped:
+            log.info("%s: disconnected (%s); paho reconnects", self.dev, reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # An exception escaping a callback would end paho's network thread: contain it here.
+        try:
+            if msg.topic == self.topics.task:
+                self._on_task(msg.payload)
+            elif msg.topic == self.topics.ack(self.dev):
+                self._on_ack(msg.payload)
+        except Exception:
+            log.exception("%s: error handling a message on %s", self.dev, msg.topic)
+
+    def _on_task(self, payload: bytes) -> None:
+        if not payload:  # a cleared retained task
+            return
+        try:
+            task = Task.decode(payload)
+        except WireError as exc:
+            self._bad("task", exc)
+            return
+        with self._lock:
+            if self._stopped or self.done.is_set():
+                return
+            if task.done:
+                self._cancel_pending()
+                self.done.set()
+            else:
+                key = (task.round, task.sub)
+                if self._last_key is not None and key <= self._last_key:
+                    return  # a redelivery (retained, on reconnect) of a task already handled
+                self._last_key = key
+                self._cancel_pending()  # an unacked update of an older task is moot now
+                self._next = task
+                schedule, self._scheduled = not self._scheduled, True
+        if task.done:
+            self._emit({"event": "done", "dev": self.dev})
+        elif schedule:
+            try:
+                self._pool.submit(self._drain)
+            except RuntimeError:  # the executor shut down: the fleet is stopping
+                with self._lock:
+                    self._scheduled = False
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = Ack.decode(payload)
+        except WireError as exc:
+            self._bad("ack", exc)
+            return
+        with self._lock:
+            pending = self._pending
+            if pending is None or ack.seq != pending.seq:
+                return  # an ack for an update already settled or superseded
+            self._cancel_pending()
+            self.report.acks[ack.status] = self.report.acks.get(ack.status, 0) + 1
+        if ack.status == "rejected":
+            log.warning("%s: update seq %d of round %s rejected: %s", self.dev, ack.seq, ack.round, ack.reason)
+        self._emit(
+            {
+                "event": "ack",
+                "dev": self.dev,
+                "round": ack.round,
+                "seq": ack.seq,
+                "status": ack.status,
+                "reason": ack.reason,
+            }
+        )
+
+    # -- work (executor threads) ------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                task, self._next = self._next, None
+                if task is None or self._stopped or self.done.is_set():
+                    self._scheduled = False
+                    return
+            try:
+                self._process(task)
+            except Exception:
+                log.exception("%s: failed on task round %d sub %d", self.dev, task.round, task.sub)
+
+    def _process(self, task: Task) -> None:
+        s = self.settings
+        with self._lock:
+            self.battery.recharge(task.round)
+            reason = decide(
+                spec=task.spec,
+                batch=task.batch,
+                ram_class=self.ram_class,
+                battery=self.battery,
+                min_battery=task.min_battery,
+                select=task.select,
+                duty=s.duty,
+                dev=self.dev,
+                round=task.round,
+                sub=task.sub,
+                seed=s.seed,
+            )
+            if reason is not None:
+                self.battery.spend_message()
+                self.report.skips[reason] = self.report.skips.get(reason, 0) + 1
+                self._record_round(task.round, trained=False)
+        if reason is not None:
+            state = "sleeping" if reason in ("duty", "battery") else "online"
+            status = self._status(state, round=task.round, sub=task.sub, skip=reason)
+            self._client.publish(self.status_topic, status.encode(), qos=1, retain=True)
+            self._emit(
+                {
+                    "event": "skip",
+                    "dev": self.dev,
+                    "round": task.round,
+                    "sub": task.sub,
+                    "reason": reason,
+                    "battery": self.battery.level,
+                }
+            )
+            return
+
+        started = time.perf_counter()
+        seed = shuffle_seed(s.seed, self.dev, task.round, task.sub)
+        new_w, loss = train_local(task.spec, task.w, self.x, self.y, task.lr, task.epochs, task.batch, seed)
+        train_ms = int(round((time.perf_counter() - started) * 1000))
+        scales, q = quantize(new_w - task.w, task.chunk)
+        with self._lock:
+            if self._stopped or self.done.is_set() or self._last_key != (task.round, task.sub):
+                return  # superseded while training: the gateway has moved on
+            self.battery.spend_training()
+            self.battery.spend_message()
+            self._seq += 1
+            meta = {
+                "battery": round(self.battery.level, 4),
+                "train_ms": train_ms,
+                "ram_class": self.ram_class,
+                "fw": s.fw,
+            }
+            up = Up(
+                self.dev, task.round, task.base, len(self.y), loss, self._seq, task.chunk, scales, q, task.sub, meta
+            )
+            payload = up.encode()
+            pending = self._pending = _Pending(up.seq, task.round, payload)
+            self.report.trainings += 1
+            self._count_send(payload)
+            self._record_round(task.round, trained=True)
+        self._client.publish(self.topics.up(self.dev), payload, qos=1)
+        self._arm(pending)
+        self._emit(
+            {
+                "event": "up",
+                "dev": self.dev,
+                "round": task.round,
+                "sub": task.sub,
+                "seq": up.seq,
+                "loss": loss,
+                "train_ms": train_ms,
+                "bytes": len(payload),
+                "battery": self.battery.level,
+            }
+        )
+
+    def _arm(self, pending: _Pending) -> None:
+        timer = threading.Timer(self.settings.ack_timeout, self._on_ack_timeout, args=(pending.seq,))
+        timer.daemon = True
+        with self._lock:
+            if self._pending is not pending:
+                return  # settled before the timer was armed
+            pending.timer = timer
+        timer.start()
+
+    def _on_ack_timeout(self, seq: int) -> None:
+        with self._lock:
+            pending = self._pending
+            if pending is None or pending.seq != seq or self._stopped:
+                return
+            if pending.sends > self.settings.max_resends:
+                self._pending = None
+                self.report.unacked += 1
+                gave_up = True
+            else:
+                gave_up = False
+                pending.sends += 1
+                self.report.resends += 1
+                self.battery.spend_message()
+                self._count_send(pending.payload)
+        if gave_up:
+            log.warning("%s: no ack for seq %d after %d sends; giving up", self.dev, seq, pending.sends)
+            self._emit({"event": "gave_up", "dev": self.dev, "round": pending.round, "seq": seq})
+            return
+        log.info("%s: no ack for seq %d within %.1f s; re-sending", self.dev, seq, self.settings.ack_timeout)
+        self._client.publish(self.topics.up(self.dev), pending.payload, qos=1)
+        self._arm(pending)
+        self._emit({"event": "resend", "dev": self.dev, "round": pending.round, "seq": seq})
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _status(self, state: str, **extra: Any) -> Status:
+        return Status(
+            self.dev,
+            state,
+            battery=round(self.battery.level, 4),
+            rssi=self.rssi,
+            ram_class=self.ram_class,
+            fw=self.settings.fw,
+            gw=self.gw,
+            **extra,
+        )
+
+    def _cancel_pending(self) -> None:
+        """Drop the update awaiting an ack (caller holds the lock)."""
+        if self._pending is not None and self._pending.timer is not None:
+            self._pending.timer.cancel()
+        self._pending = None
+
+    def _count_send(self, payload: bytes) -> None:
+        self.report.ups += 1
+        self.report.bytes_up += len(payload)
+
+    def _record_round(self, rnd: int, trained: bool) -> None:
+        _, before = self.report.battery_by_round.get(rnd, (0.0, 0))
+        self.report.battery_by_round[rnd] = (round(self.battery.level, 4), before + int(trained))
+        self.report.battery = self.battery.level
+
+    def _bad(self, kind: str, exc: WireError) -> None:
+        with self._lock:
+            self.report.bad_messages += 1
+        log.warning("%s: ignoring a bad %s message: %s", self.dev, kind, exc)
+
+    def _emit(self, event: Event) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("progress callback failed on %s", event.get("event"))
+
+
+__all__ = ["SimDevice"]

@@ -1,0 +1,115 @@
+"""Run a fleet of simulated devices, each its own MQTT connection, until the last round (``done: true``).
+
+Progress events passed to ``progress`` (called from paho and training threads, so keep it quick and thread-safe):
+``connected`` / ``skip`` / ``up`` / ``ack`` / ``resend`` / ``gave_up`` / ``done`` from each device (with ``dev``),
+plus ``fleet_connected`` (``connected``, ``devices``) once the connections are up and ``fleet_finished``
+(``seconds``, ``stopped``) at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from device_sim.battery import Battery
+from device_sim.device import SimDevice
+from device_sim.population import build_population
+from device_sim.report import FleetReport
+from device_sim.settings import FleetSettings
+from flcore.datasets import Dataset
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _wait(predicate: Callable[[], bool], stop: threading.Event, deadline: float | None, step: float = 0.1) -> bool:
+    """Poll ``predicate`` until it holds (True), or ``stop`` is set / ``deadline`` (monotonic) passes (False)."""
+    while not predicate():
+        if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+            return False
+        stop.wait(step)
+    return True
+
+
+def run_fleet(
+    settings: FleetSettings, dataset: Dataset, stop: threading.Event, progress: Progress | None = None
+) -> FleetReport:
+    """Connect every device, serve tasks until every device saw ``done: true`` (or ``stop`` / ``run_timeout``).
+
+    Raises ConnectionError (a readable message) when devices cannot reach the broker at all.
+    """
+    started = time.monotonic()
+    end = None if settings.run_timeout is None else started + settings.run_timeout
+    profiles = build_population(settings, dataset.y_train)
+    model = settings.battery_model()
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="iotfl-train")
+    devices: list[SimDevice] = []
+
+    def emit(event: dict[str, Any]) -> None:
+        if progress is not None:
+            try:
+                progress(event)
+            except Exception:
+                log.exception("progress callback failed on %s", event.get("event"))
+
+    try:
+        for p in profiles:
+            if stop.is_set():
+                break
+            device = SimDevice(
+                p.dev,
+                p.gw,
+                dataset.x_train[p.indices],
+                dataset.y_train[p.indices],
+                ram_class=p.ram_class,
+                battery=Battery(model, p.battery),
+                settings=settings,
+                pool=pool,
+                rssi=p.rssi,
+                on_event=progress,
+            )
+            device.start()
+            devices.append(device)
+            if settings.connect_stagger:
+                stop.wait(settings.connect_stagger)
+        connect_end = time.monotonic() + settings.connect_timeout
+        all_up = _wait(lambda: all(d.connected.is_set() for d in devices), stop, connect_end)
+        up = sum(d.connected.is_set() for d in devices)
+        if not all_up and not stop.is_set():
+            log.warning(
+                "%d of %d devices connected within %.0f s; the rest keep retrying",
+                up,
+                len(devices),
+                settings.connect_timeout,
+            )
+        log.info(
+            "fleet %s: %d devices on %d gateways connected to %s",
+            settings.fleet,
+            up,
+            settings.gateways,
+            settings.broker,
+        )
+        emit({"event": "fleet_connected", "connected": up, "devices": len(devices)})
+        finished = _wait(lambda: all(d.done.is_set() for d in devices), stop, end, step=0.2)
+    finally:
+        _stop_all(devices)
+        pool.shutdown(wait=True, cancel_futures=True)
+    seconds = time.monotonic() - started
+    emit({"event": "fleet_finished", "seconds": seconds, "stopped": not finished})
+    return FleetReport([d.report for d in devices], seconds, stopped=not finished)
+
+
+def _stop_all(devices: list[SimDevice]) -> None:
+    """Stop devices a few at a time: each waits for its offline status to be acknowledged."""
+    if not devices:
+        return
+    with ThreadPoolExecutor(min(8, len(devices)), thread_name_prefix="iotfl-stop") as ex:
+        list(ex.map(lambda d: d.stop(), devices))
+
+
+__all__ = ["FleetReport", "run_fleet"]

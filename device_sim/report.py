@@ -1,0 +1,106 @@
+"""What a simulated fleet did: per-device counters and battery levels round by round, as JSON-ready dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class DeviceReport:
+    """What one device did; ``battery_by_round`` maps a round to (level after it, trainings in it)."""
+
+    dev: str
+    gw: str
+    ram_class: str
+    samples: int
+    battery: float
+    trainings: int = 0
+    skips: dict[str, int] = field(default_factory=dict)
+    ups: int = 0
+    resends: int = 0
+    bytes_up: int = 0
+    acks: dict[str, int] = field(default_factory=dict)
+    unacked: int = 0
+    bad_messages: int = 0
+    battery_by_round: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["battery_by_round"] = {r: {"battery": b, "trained": t} for r, (b, t) in self.battery_by_round.items()}
+        return out
+
+
+@dataclass
+class FleetReport:
+    """What the fleet did: per-device reports, and the battery levels across the fleet round by round."""
+
+    devices: list[DeviceReport]
+    seconds: float
+    stopped: bool  # True when ended by ``stop`` or ``run_timeout`` rather than by done=true
+
+    @property
+    def bytes_up(self) -> int:
+        """MQTT payload bytes of every ``up`` published, re-sends included."""
+        return sum(d.bytes_up for d in self.devices)
+
+    @property
+    def trainings(self) -> int:
+        return sum(d.trainings for d in self.devices)
+
+    @property
+    def skips(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in self.devices:
+            for reason, count in d.skips.items():
+                out[reason] = out.get(reason, 0) + count
+        return dict(sorted(out.items()))
+
+    @property
+    def battery_by_round(self) -> dict[int, dict[str, float | int]]:
+        """Per round: mean and min battery after the round over the devices that saw it, and trainings."""
+        rounds = sorted({r for d in self.devices for r in d.battery_by_round})
+        out: dict[int, dict[str, float | int]] = {}
+        for r in rounds:
+            seen = [d.battery_by_round[r] for d in self.devices if r in d.battery_by_round]
+            levels = [level for level, _ in seen]
+            out[r] = {
+                "mean": round(float(np.mean(levels)), 4),
+                "min": round(float(np.min(levels)), 4),
+                "trained": sum(t for _, t in seen),
+                "devices": len(seen),
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "stopped": self.stopped,
+            "devices": len(self.devices),
+            "trainings": self.trainings,
+            "skips": self.skips,
+            "bytes_up": self.bytes_up,
+            "battery_by_round": {str(r): v for r, v in self.battery_by_round.items()},
+            "per_device": [
+                {
+                    "dev": d.dev,
+                    "gw": d.gw,
+                    "ram_class": d.ram_class,
+                    "samples": d.samples,
+                    "battery": round(d.battery, 4),
+                    "trainings": d.trainings,
+                    "skips": d.skips,
+                    "ups": d.ups,
+                    "resends": d.resends,
+                    "bytes_up": d.bytes_up,
+                    "acks": d.acks,
+                    "unacked": d.unacked,
+                }
+                for d in self.devices
+            ],
+        }
+
+
+__all__ = ["DeviceReport", "FleetReport"]

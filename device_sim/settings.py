@@ -1,0 +1,103 @@
+"""Settings of a simulated fleet (``iotfl fleet``, and the fleet part of ``iotfl demo``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from device_sim.battery import BatteryModel, Profile
+from flcore.resources import RAM_CLASSES
+from flcore.topics import check_id
+
+# Mostly devices that can train the digits MLP (class2: 50 KB, constrained: 256 KB), plus a few sensors that
+# cannot train it (class0 never trains; class1's 10 KB fits the sensors MLP but not the digits one).
+DEFAULT_RAM_MIX = {"class0": 0.04, "class1": 0.06, "class2": 0.60, "constrained": 0.30}
+
+
+class FleetSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
+
+    devices: int = Field(50, ge=1, le=10_000, description="Simulated devices d0000…, each its own MQTT connection.")
+    gateways: int = Field(5, ge=1, le=1000, description="Gateways gw0…gw{G-1}; device i belongs to gateway i mod G.")
+    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host:port or mqtts://… (TLS).")
+    fleet: str = Field("default", description="Fleet name, the second level of every topic.")
+    dataset: str = Field("digits", description="digits | sensors | har | csv:PATH (its training split is shared out).")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet α of the non-IID label split (small = skewed).")
+    seed: int = Field(0, description="Seed of the split, RAM classes, initial charges, RSSI and local shuffles.")
+
+    battery: bool = Field(True, description="Battery model on; off means mains power (always full, never skips).")
+    battery_start: tuple[float, float] = Field(
+        (0.3, 1.0), description="Initial charge of each device, uniform in this range (fractions of full)."
+    )
+    train_cost: float = Field(0.05, ge=0, le=1, description="Charge one local training takes (the reference's 5 %).")
+    message_cost: float = Field(0.002, ge=0, le=1, description="Charge one published message takes (up or status).")
+    floor: float = Field(
+        0.10, ge=0, le=1, description="Reserve no training may dip into, even when a task's min_battery is lower."
+    )
+    recharge: float = Field(
+        0.025,
+        ge=0,
+        le=1,
+        description="Mean charge gained per task (round or sub-round): ~half the round cost, so about half of a "
+        "battery-powered fleet trains each round in steady state.",
+    )
+    recharge_profile: Profile = Field(
+        "trickle", description="none | trickle (constant) | solar (day/night over solar_period rounds, same mean)."
+    )
+    solar_period: int = Field(12, ge=1, description="Rounds per simulated day of the solar profile.")
+    duty: float = Field(
+        1.0, ge=0, le=1, description="Duty cycle: fraction of tasks a device wakes for (sleeping ones skip 'duty')."
+    )
+    ram_mix: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_RAM_MIX),
+        description="Share of each RAM class (class0, class1, class2, constrained) in the fleet; normalized.",
+    )
+
+    ack_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the gateway's ack before a re-send.")
+    max_resends: int = Field(3, ge=0, le=100, description="Re-sends (same seq) of an unacked update before giving up.")
+    workers: int = Field(2, ge=1, le=64, description="Training threads shared by all devices of the fleet.")
+    keepalive: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds (the broker's LWT delay).")
+    connect_stagger: float = Field(0.005, ge=0, le=5, description="Seconds between two device connections.")
+    connect_retries: int = Field(5, ge=0, le=100, description="Connection attempts per device beyond the first.")
+    connect_timeout: float = Field(20.0, gt=0, description="Seconds the fleet waits for every device's CONNACK.")
+    run_timeout: float | None = Field(
+        None, gt=0, description="Give up after this many seconds (None: run until done=true or a stop)."
+    )
+    fw: str = Field("sim-0.1.0", description="Firmware version the devices report.")
+    tls_ca: str | None = Field(None, description="CA file for mqtts:// (default: the system's trust store).")
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet_id(cls, value: str) -> str:
+        return check_id(value, "fleet")
+
+    @field_validator("ram_mix")
+    @classmethod
+    def _mix(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(RAM_CLASSES)
+        if unknown:
+            raise ValueError(f"unknown RAM classes {sorted(unknown)}; known: {', '.join(RAM_CLASSES)}")
+        if any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("RAM class shares must be >= 0 with a positive sum")
+        return value
+
+    @model_validator(mode="after")
+    def _start_range(self) -> FleetSettings:
+        lo, hi = self.battery_start
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"battery_start must satisfy 0 <= low <= high <= 1, got {self.battery_start}")
+        return self
+
+    def battery_model(self) -> BatteryModel:
+        return BatteryModel(
+            enabled=self.battery,
+            train_cost=self.train_cost,
+            message_cost=self.message_cost,
+            floor=self.floor,
+            recharge=self.recharge,
+            profile=self.recharge_profile,
+            period=self.solar_period,
+        )
+
+
+__all__ = ["DEFAULT_RAM_MIX", "FleetSettings"]
