@@ -5,41 +5,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
+from flcore.endpoints import BrokerAddress
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is: ``mqtt://[user:pass@]host:port`` (default port 1883) or ``mqtts://`` (8883, TLS)."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"broker URL {url!r} must look like mqtt://host:port or mqtts://host:port")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"broker URL {url!r} has a bad port") from None
-        tls = parts.scheme == "mqtts"
-        return cls(
-            parts.hostname,
-            port or (8883 if tls else 1883),
-            tls,
-            unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None,
-        )
 
 
 def make_client(client_id: str, address: BrokerAddress, tls_ca: str | None = None) -> mqtt.Client:
@@ -73,4 +44,4 @@ def connect(client: mqtt.Client, address: BrokerAddress, keepalive: int, retries
             delay = min(delay * 2, 2.0)
 
 
-__all__ = ["BrokerAddress", "connect", "make_client"]
+__all__ = ["connect", "make_client"]

@@ -21,11 +21,12 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from device_sim.battery import Battery
-from device_sim.connection import BrokerAddress, connect, make_client
+from device_sim.connection import connect, make_client
 from device_sim.policy import decide, shuffle_seed
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
 from device_sim.trainer import train_local
+from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
 from flcore.messages import Ack, Status, Task, Up
 from flcore.quantize import quantize
@@ -71,7 +72,7 @@ class SimDevice:
         self.settings, self._pool, self._on_event = settings, pool, on_event
         self.topics = GatewayTopics(settings.fleet, gw)
         self.status_topic = status_topic(settings.fleet, dev)
-        self.address = BrokerAddress.parse(settings.broker)
+        self.address = parse_broker_url(settings.broker)
         self.report = DeviceReport(dev, gw, ram_class, len(y), battery.level)
         self.connected = threading.Event()
         self.done = threading.Event()  # set by a task with done=true

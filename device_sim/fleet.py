@@ -21,6 +21,7 @@ from device_sim.population import build_population
 from device_sim.report import FleetReport
 from device_sim.settings import FleetSettings
 from flcore.datasets import Dataset
+from flcore.endpoints import parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def run_fleet(
             settings.fleet,
             up,
             settings.gateways,
-            settings.broker,
+            parse_broker_url(settings.broker),
         )
         emit({"event": "fleet_connected", "connected": up, "devices": len(devices)})
         finished = _wait(lambda: all(d.done.is_set() for d in devices), stop, end, step=0.2)

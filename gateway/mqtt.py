@@ -11,7 +11,7 @@ from collections.abc import Callable
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.settings import BrokerAddress
+from flcore.endpoints import BrokerAddress
 
 log = logging.getLogger(__name__)
 

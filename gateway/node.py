@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
+from flcore.endpoints import BrokerAddress
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.messages import Status, Task
@@ -21,7 +22,7 @@ from gateway.collector import Collector, RoundTotals, SubRound
 from gateway.journal import Journal
 from gateway.mqtt import MqttLink
 from gateway.roster import Roster
-from gateway.settings import BrokerAddress, GatewaySettings
+from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 

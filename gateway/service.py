@@ -211,7 +211,7 @@ def run(settings: GatewaySettings, stop: threading.Event) -> None:
         "gateway %s (fleet %s): broker %s, cloud %s, quorum %s, round timeout %.1f s",
         settings.id,
         settings.fleet,
-        settings.broker,
+        settings.broker_address,
         settings.cloud,
         settings.quorum or "all live devices",
         settings.round_timeout,

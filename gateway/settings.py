@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flcore.endpoints import BrokerAddress, parse_broker_url
 from flcore.topics import check_id
-
-_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker listens; ``tls`` means verify it with the system CAs."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://…`` (TLS); raises ValueError with a readable message."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
-    try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    except ValueError:
-        raise ValueError(f"broker URL {url!r} has an invalid port") from None
-    if not parts.hostname:
-        raise ValueError(f"broker URL {url!r} has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"broker URL {url!r} must be scheme://host:port only")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return BrokerAddress(parts.hostname, port, parts.scheme == "mqtts", user, password)
 
 
 class GatewaySettings(BaseSettings):
@@ -91,4 +60,4 @@ class GatewaySettings(BaseSettings):
         return parse_broker_url(self.broker)
 
 
-__all__ = ["BrokerAddress", "GatewaySettings", "parse_broker_url"]
+__all__ = ["GatewaySettings"]

@@ -13,12 +13,12 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from flcore.endpoints import parse_broker_url
 from flcore.messages import Ack, Status, Task, Up
 from flcore.model import ModelSpec
 from flcore.quantize import quantize
 from flcore.topics import GatewayTopics, status_topic
 from gateway.node import GatewayNode
-from gateway.settings import parse_broker_url
 
 SPEC = ModelSpec((4, 3, 2))  # P = 23
 P = SPEC.param_count

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.settings import BrokerAddress, GatewaySettings, parse_broker_url
+from flcore.endpoints import BrokerAddress, parse_broker_url
+from gateway.settings import GatewaySettings
 from iotfl.config import ConfigError, build
 
 
