@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,49 @@ def _wait_healthy(url: str, stack: Stack, timeout: float) -> None:
     raise DemoError(f"the cloud did not answer {url}/healthz within {timeout:.0f} s")
 
 
+def wait_for_devices(broker_url: str, fleet: str, expected: int, stack: Stack, timeout: float) -> int:
+    """Wait until ``expected`` devices have a retained non-offline status on the broker; returns how many do."""
+    import paho.mqtt.client as mqtt
+
+    from flcore.endpoints import parse_broker_url
+    from flcore.errors import WireError
+    from flcore.messages import Status
+    from flcore.topics import status_wildcard
+
+    online: set[str] = set()
+    lock = threading.Lock()
+
+    def on_message(_client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            status = Status.decode(msg.payload)
+        except WireError:
+            return
+        with lock:
+            (online.discard if status.state == "offline" else online.add)(status.dev)
+
+    address = parse_broker_url(broker_url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"iotfl-demo-{secrets.token_hex(4)}")
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    client.on_connect = lambda c, *_: c.subscribe(status_wildcard(fleet), qos=1)
+    client.on_message = on_message
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stack.check_alive()
+            with lock:
+                if len(online) >= expected:
+                    break
+            time.sleep(0.1)
+        with lock:
+            return len(online)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
 def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tuple[Stack, str, Path]:
     """Start broker, cloud, gateways and fleet; returns the stack, the cloud URL and the fleet report path."""
     stack = Stack(workdir)
@@ -181,24 +225,6 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
     )
     _wait_healthy(cloud_url, stack, timeout=60)
     console.print(f"cloud: {cloud_url} (dashboard at {cloud_url}/, API docs at {cloud_url}/docs)")
-    for gw, token in tokens.items():
-        stack.spawn(
-            gw,
-            [
-                "gateway",
-                "--id",
-                gw,
-                "--broker",
-                broker_url,
-                "--cloud",
-                cloud_url,
-                "--state-dir",
-                str(workdir / gw),
-                "--round-timeout",
-                str(settings.round_timeout),
-            ],
-            env={"IOTFL_TOKEN": token},
-        )
     report = workdir / "fleet.json"
     report.unlink(missing_ok=True)
     stack.spawn(
@@ -219,7 +245,29 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             *common,
         ],
     )
-    console.print(f"{settings.gateways} gateways and {settings.devices} devices started; logs in {workdir}")
+    # Gateways start once the fleet is online, so round 1 counts every device instead of the first few.
+    with console.status(f"waiting for {settings.devices} devices to come online"):
+        online = wait_for_devices(broker_url, "default", settings.devices, stack, timeout=60 + settings.devices / 20)
+    console.print(f"{online} of {settings.devices} devices online")
+    for gw, token in tokens.items():
+        stack.spawn(
+            gw,
+            [
+                "gateway",
+                "--id",
+                gw,
+                "--broker",
+                broker_url,
+                "--cloud",
+                cloud_url,
+                "--state-dir",
+                str(workdir / gw),
+                "--round-timeout",
+                str(settings.round_timeout),
+            ],
+            env={"IOTFL_TOKEN": token},
+        )
+    console.print(f"{settings.gateways} gateways started; logs in {workdir}")
     return stack, cloud_url, report
 
 
@@ -254,7 +302,7 @@ def follow_rounds(
             except (httpx.HTTPError, ValueError):
                 time.sleep(0.5)
                 continue
-            if started is None and len(status["gateways"]) >= settings.gateways:
+            if started is None and sum(g["last_seen"] is not None for g in status["gateways"]) >= settings.gateways:
                 started = time.monotonic()
             history = status["history"]
             for row in history:
