@@ -12,13 +12,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 
 from iotfl.config import ConfigError, build
+
+S = TypeVar("S")
 
 app = typer.Typer(
     help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.",
@@ -39,10 +40,22 @@ def _opt(help: str, env: str, **kw: Any) -> Any:
 
 def _given(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """The flags the user set (on the command line or through IOTFL_*); the rest fall through to the config file."""
-    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
+    # compared by name: typer vendors its own click, so the ParameterSource enum has no stable import path
+    sources = {k: ctx.get_parameter_source(k) for k in values}
+    return {k: v for k, v in values.items() if sources[k] is not None and sources[k].name != "DEFAULT"}
 
 
-def _fail(message: str) -> None:
+def _settings(ctx: typer.Context, cls: type[S], config: Path | None, values: dict[str, Any], **explicit: Any) -> S:
+    """Settings for the command from its given flags, the environment and ``--config``, or exit with the reason."""
+    flags = _given(ctx, {k: v for k, v in values.items() if k in cls.model_fields})
+    flags.update({k: v for k, v in explicit.items() if v is not None})
+    try:
+        return build(cls, config, ctx.command.name or "", **flags)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(2)
 
@@ -104,12 +117,7 @@ def demo(
     """Run the whole stack on this machine (broker, cloud, gateways, simulated fleet) over real MQTT and HTTP."""
     from iotfl.demo import DemoSettings, run_demo
 
-    values = dict(locals())
-    flags = _given(ctx, {k: values[k] for k in DemoSettings.model_fields if k in values})
-    try:
-        settings = build(DemoSettings, config, "demo", **flags)
-    except ConfigError as exc:
-        _fail(str(exc))
+    settings = _settings(ctx, DemoSettings, config, locals())
     _logging(verbose)
     dataset_obj = _dataset(settings.dataset, settings.seed)
     code = run_demo(settings, dataset_obj, json_path, workdir, Console())
@@ -173,17 +181,7 @@ def cloud(
     """Run the cloud aggregator: global FedAvg, evaluation, model versions, REST status and dashboard."""
     from cloud.settings import CloudSettings
 
-    values = dict(locals())
-    flags = _given(ctx, {k: values[k] for k in CloudSettings.model_fields if k in values})
-    if gateway_token:
-        pairs = [t.partition("=") for t in gateway_token]
-        if any(not sep or not gw or not tok for gw, sep, tok in pairs):
-            _fail("--gateway-token takes gw=SECRET, e.g. --gateway-token gw0=s3cret")
-        flags["gateway_tokens"] = {gw: tok for gw, _, tok in pairs}
-    try:
-        settings = build(CloudSettings, config, "cloud", **flags)
-    except ConfigError as exc:
-        _fail(str(exc))
+    settings = _settings(ctx, CloudSettings, config, locals(), gateway_tokens=gateway_token or None)
     try:
         from cloud.server import serve
     except ImportError as exc:
@@ -215,12 +213,7 @@ def gateway(
     from gateway.service import run
     from gateway.settings import GatewaySettings
 
-    values = dict(locals())
-    flags = _given(ctx, {k: values[k] for k in GatewaySettings.model_fields if k in values})
-    try:
-        settings = build(GatewaySettings, config, "gateway", **flags)
-    except ConfigError as exc:
-        _fail(str(exc))
+    settings = _settings(ctx, GatewaySettings, config, locals())
     _logging(verbose)
     run(settings, _stop_event())
 
@@ -247,12 +240,7 @@ def fleet(
     except ImportError as exc:
         _fail(f"the simulator needs its extra: pip install 'iotfl[sim]' ({exc.name} is missing)")
 
-    values = dict(locals())
-    flags = _given(ctx, {k: values[k] for k in FleetSettings.model_fields if k in values})
-    try:
-        settings = build(FleetSettings, config, "fleet", **flags)
-    except ConfigError as exc:
-        _fail(str(exc))
+    settings = _settings(ctx, FleetSettings, config, locals())
     _logging(verbose)
     result = run_fleet(settings, _dataset(settings.dataset, settings.seed), _stop_event())
     if report is not None:

@@ -44,8 +44,15 @@ def build(cls: type[S], config: Path | None, section: str, **flags: Any) -> S:
     try:
         return _WithToml(**given)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"invalid {section} settings: {problems}") from None
+
+
+def _describe(error: Any) -> str:
+    name = ".".join(map(str, error["loc"])) or "settings"
+    if error["type"] == "missing":
+        return f"{name} is required (--{name.replace('_', '-')} or IOTFL_{name.upper()})"
+    return f"{name}: {error['msg']}"
 
 
 class _DictSource(PydanticBaseSettingsSource):

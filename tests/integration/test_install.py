@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,17 @@ pytestmark = pytest.mark.integration
 
 
 def test_plain_install_has_gateway_and_cloud_help_without_torch(tmp_path: Path) -> None:
+    # build from a clean copy: an in-tree build/ left by an earlier install would be packaged instead
+    source = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".venv", "build", "*.egg-info", ".git", "tests", "__pycache__", ".*_cache"),
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(ROOT)],
+        [str(venv / "bin" / "pip"), "install", "-q", str(source)],
         capture_output=True,
         text=True,
         timeout=600,
