@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -136,3 +138,73 @@ def test_demo_command_writes_the_report(mosquitto, tmp_path: Path) -> None:
     # sensors' model has 261 parameters: float32 costs 1,044 bytes per update against ~400 for int8 + envelope
     assert report["bytes_float32_equivalent"] > 2 * report["bytes_up_total"] > 0
     assert "final accuracy" in done.stdout
+
+
+def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "iotfl",
+        "demo",
+        "--devices",
+        "6",
+        "--gateways",
+        "2",
+        "--rounds",
+        "2",
+        "--dataset",
+        "sensors",
+        "--broker",
+        "embedded",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "broker: amqtt" in done.stdout
+    assert [r["k"] for r in json.loads((tmp_path / "r.json").read_text())["rounds"]] == [6, 6]
+
+
+def test_ctrl_c_stops_every_part_of_the_demo(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    cmd = [
+        sys.executable,
+        "-m",
+        "iotfl",
+        "demo",
+        "--devices",
+        "6",
+        "--gateways",
+        "2",
+        "--rounds",
+        "500",
+        "--dataset",
+        "sensors",
+        "--workdir",
+        str(workdir),
+    ]
+    demo = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "round 2 posted" not in _read(workdir / "gw0.log") and time.monotonic() < deadline:
+            assert demo.poll() is None, demo.stdout.read() if demo.stdout else ""
+            time.sleep(0.2)
+        assert "round 2 posted" in _read(workdir / "gw0.log"), "the demo never got going"
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130, out[-2000:]
+    assert "interrupted" in out
+    # every child (broker, cloud, gateways, fleet) names the work dir on its command line
+    left = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"still running: {left.stdout}"
+    assert "stopped" in _read(workdir / "gw1.log")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
