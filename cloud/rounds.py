@@ -161,8 +161,8 @@ class Rounds:
         return classify(
             duplicate=duplicate,
             done=last_closed >= self.settings.rounds,
-            round_state=row and row.state,
-            round_base=row and row.base,
+            round_state=row.state if row else None,
+            round_base=row.base if row else None,
             agg_base=agg.base,
             last_closed=last_closed,
             agg_round=agg.round,

@@ -53,13 +53,15 @@ class GatewayInfo(BaseModel):
 
 
 class HistoryEntry(BaseModel):
+    """One closed round of the history."""
+
     round: int
-    accuracy: float
-    loss: float
+    accuracy: float | None
+    loss: float | None
     k: int
     n: int
     bytes_up: int
-    closed_at: float = Field(description="unix seconds")
+    closed_at: float | None = Field(description="unix seconds")
     train_loss: float | None = None
 
 

@@ -157,9 +157,9 @@ class SimDevice:
         # An exception escaping a callback would end paho's network thread: contain it here.
         try:
             if msg.topic == self.topics.task:
-                self._on_task(msg.payload)
+                self._on_task(bytes(msg.payload))
             elif msg.topic == self.topics.ack(self.dev):
-                self._on_ack(msg.payload)
+                self._on_ack(bytes(msg.payload))
         except Exception:
             log.exception("%s: error handling a message on %s", self.dev, msg.topic)
 

@@ -94,13 +94,13 @@ class Up:
     ) -> Up:
         """Validate and decode; ``params`` is P of the round's model, ``topic_dev`` the ``<dev>`` of the topic."""
         f = Fields(unpack(data, "up", max_bytes))
-        dev = f.str("dev")
-        rnd, base, seq = f.int("round", lo=1), f.int("base", lo=0), f.int("seq", lo=0)
-        n, chunk = f.int("n"), f.int("chunk")
+        dev = f.text("dev")
+        rnd, base, seq = f.integer("round", lo=1), f.integer("base", lo=0), f.integer("seq", lo=0)
+        n, chunk = f.integer("n"), f.integer("chunk")
         loss = f.number("loss")
         scales_raw, q_raw = f.bin("scales"), f.bin("q")
-        sub = f.int("sub", optional=True, lo=0) or 0
-        meta = f.map("meta", optional=True)
+        sub = f.integer("sub", optional=True, lo=0) or 0
+        meta = f.mapping("meta", optional=True)
         if not is_valid_id(dev) or (topic_dev is not None and dev != topic_dev):
             raise f.fail("dev_mismatch", f"payload dev {dev!r} != topic dev {topic_dev!r}")
         if not 1 <= n <= max_samples:
@@ -177,8 +177,8 @@ class Task:
     @classmethod
     def decode(cls, data: bytes, *, max_bytes: int = 64 << 20) -> Task:
         f = Fields(unpack(data, "task", max_bytes))
-        rnd, base = f.int("round", lo=0), f.int("base", lo=0)
-        raw_layers = f.list("layers")
+        rnd, base = f.integer("round", lo=0), f.integer("base", lo=0)
+        raw_layers = f.array("layers")
         try:
             spec = ModelSpec(tuple(raw_layers))
         except ValueError as exc:
@@ -190,8 +190,8 @@ class Task:
         if not np.all(np.isfinite(w)):
             raise f.fail("schema", "w holds non-finite values")
         lr = f.finite("lr")
-        epochs, batch = f.int("epochs", lo=0, hi=1000), f.int("batch", lo=1, hi=1 << 16)
-        chunk = f.int("chunk", lo=1, hi=MAX_CHUNK)
+        epochs, batch = f.integer("epochs", lo=0, hi=1000), f.integer("batch", lo=1, hi=1 << 16)
+        chunk = f.integer("chunk", lo=1, hi=MAX_CHUNK)
         deadline, min_battery = f.finite("deadline"), f.finite("min_battery")
         select = f.obj.get("select")
         if select is not None and not (
@@ -199,8 +199,8 @@ class Task:
             or (isinstance(select, list) and all(is_valid_id(d) for d in select))
         ):
             raise f.fail("schema", "select must be a fraction in 0..1 or a list of device ids")
-        sub = f.int("sub", optional=True, lo=0) or 0
-        done = bool(f.bool("done", optional=True))
+        sub = f.integer("sub", optional=True, lo=0) or 0
+        done = bool(f.flag("done", optional=True))
         return cls(rnd, base, spec.layers, w, lr, epochs, batch, chunk, deadline, min_battery, select, sub, done)
 
 
@@ -232,12 +232,12 @@ class Ack:
     @classmethod
     def decode(cls, data: bytes) -> Ack:
         f = Fields(unpack(data, "ack", 4096))
-        status, reason = f.str("status"), f.str("reason")
+        status, reason = f.text("status"), f.text("reason")
         if status not in ACK_STATUSES:
             raise f.fail("schema", f"status {status!r}")
         for key in ("round", "seq"):
             if f.obj.get(key) is not None:
-                f.int(key)
+                f.integer(key)
         return cls(f.round, f.seq, status, reason)
 
 
@@ -280,15 +280,15 @@ class Agg:
     @classmethod
     def decode(cls, data: bytes, *, params: int | None = None, max_bytes: int = 64 << 20) -> Agg:
         f = Fields(unpack(data, "agg", max_bytes))
-        gw = f.str("gw")
+        gw = f.text("gw")
         if not is_valid_id(gw):
             raise f.fail("schema", f"gateway id {gw!r}")
-        rnd, base = f.int("round", lo=1), f.int("base", lo=0)
-        n, k = f.int("n", lo=1), f.int("k", lo=1)
+        rnd, base = f.integer("round", lo=1), f.integer("base", lo=0)
+        n, k = f.integer("n", lo=1), f.integer("k", lo=1)
         raw = f.bin("sum")
         loss = f.finite("loss", "loss")
-        bytes_up = f.int("bytes", optional=True, lo=0) or 0
-        devices = f.list("devs", optional=True) or []
+        bytes_up = f.integer("bytes", optional=True, lo=0) or 0
+        devices = f.array("devs", optional=True) or []
         if not all(is_valid_id(d) for d in devices):
             raise f.fail("schema", "devs must list device ids")
         if params is not None and len(raw) != 4 * params:
@@ -349,7 +349,7 @@ class Status:
     @classmethod
     def decode(cls, data: bytes) -> Status:
         f = Fields(unpack(data, "status", 16384))
-        dev, state = f.str("dev"), f.str("state")
+        dev, state = f.text("dev"), f.text("state")
         if not is_valid_id(dev) or state not in DEVICE_STATES:
             raise f.fail("schema", f"dev {dev!r} / state {state!r}")
         battery = f.finite("battery", optional=True)
@@ -359,13 +359,13 @@ class Status:
             dev,
             state,
             battery,
-            f.int("rssi", optional=True),
-            f.str("ram_class", optional=True),
-            f.str("fw", optional=True),
-            f.str("gw", optional=True),
-            f.int("round", optional=True),
-            f.int("sub", optional=True),
-            f.str("skip", optional=True),
+            f.integer("rssi", optional=True),
+            f.text("ram_class", optional=True),
+            f.text("fw", optional=True),
+            f.text("gw", optional=True),
+            f.integer("round", optional=True),
+            f.integer("sub", optional=True),
+            f.text("skip", optional=True),
             extra,
         )
 

@@ -70,7 +70,7 @@ class Fields:
             raise self.fail("schema", f"field {key!r} must be {type_name}, got {type(value).__name__}")
         return value
 
-    def int(self, key: str, optional: bool = False, lo: int | None = None, hi: int | None = None) -> Any:
+    def integer(self, key: str, optional: bool = False, lo: int | None = None, hi: int | None = None) -> Any:
         value = self._get(key, is_int(self.obj.get(key)), "an int", optional)
         if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
             raise self.fail("schema", f"field {key!r}={value} outside {lo}..{hi}")
@@ -86,17 +86,17 @@ class Fields:
             raise self.fail(reason, f"field {key!r} is not finite")
         return value
 
-    def str(self, key: str, optional: bool = False) -> Any:
+    def text(self, key: str, optional: bool = False) -> Any:
         return self._get(key, isinstance(self.obj.get(key), str), "a string", optional)
 
     def bin(self, key: str, optional: bool = False) -> Any:
         return self._get(key, isinstance(self.obj.get(key), bytes), "bin", optional)
 
-    def bool(self, key: str, optional: bool = False) -> Any:
+    def flag(self, key: str, optional: bool = False) -> Any:
         return self._get(key, isinstance(self.obj.get(key), bool), "a bool", optional)
 
-    def map(self, key: str, optional: bool = False) -> Any:
+    def mapping(self, key: str, optional: bool = False) -> Any:
         return self._get(key, isinstance(self.obj.get(key), dict), "a map", optional)
 
-    def list(self, key: str, optional: bool = False) -> Any:
+    def array(self, key: str, optional: bool = False) -> Any:
         return self._get(key, isinstance(self.obj.get(key), list), "an array", optional)

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic_settings import BaseSettings
 from rich.console import Console
 
 from iotfl.config import ConfigError, build
 
-S = TypeVar("S")
+S = TypeVar("S", bound=BaseSettings)
 
 app = typer.Typer(
     help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.",
@@ -41,8 +42,12 @@ def _opt(help: str, env: str, **kw: Any) -> Any:
 def _given(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """The flags the user set (on the command line or through IOTFL_*); the rest fall through to the config file."""
     # compared by name: typer vendors its own click, so the ParameterSource enum has no stable import path
-    sources = {k: ctx.get_parameter_source(k) for k in values}
-    return {k: v for k, v in values.items() if sources[k] is not None and sources[k].name != "DEFAULT"}
+    given = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":
+            given[name] = value
+    return given
 
 
 def _settings(ctx: typer.Context, cls: type[S], config: Path | None, values: dict[str, Any], **explicit: Any) -> S:

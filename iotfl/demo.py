@@ -101,7 +101,7 @@ class Stack:
         self.children.append(child)
         return child
 
-    def check_alive(self, expected_exit: set[str] = frozenset()) -> None:
+    def check_alive(self, expected_exit: frozenset[str] = frozenset()) -> None:
         for child in self.children:
             code = child.proc.poll()
             if code is not None and not (code == 0 and child.name in expected_exit):
@@ -151,7 +151,7 @@ def wait_for_devices(broker_url: str, fleet: str, expected: int, stack: Stack, t
 
     def on_message(_client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            status = Status.decode(msg.payload)
+            status = Status.decode(bytes(msg.payload))
         except WireError:
             return
         with lock:
@@ -296,7 +296,7 @@ def follow_rounds(
         while True:
             if time.monotonic() > deadline:
                 raise DemoError(f"the demo did not finish within {budget:.0f} s; logs in {stack.workdir}")
-            stack.check_alive(expected_exit={"fleet"})
+            stack.check_alive(expected_exit=frozenset({"fleet"}))
             try:
                 status = _get(client, "/api/v1/status")
             except (httpx.HTTPError, ValueError):
