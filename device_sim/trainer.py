@@ -30,14 +30,7 @@ def _configure() -> None:
 
 
 def _layers(spec: ModelSpec, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out, pos = [], 0
-    for fan_in, fan_out in zip(spec.layers[:-1], spec.layers[1:], strict=True):
-        w = theta[pos : pos + fan_in * fan_out].view(fan_out, fan_in)
-        pos += fan_in * fan_out
-        b = theta[pos : pos + fan_out]
-        pos += fan_out
-        out.append((w, b))
-    return out
+    return [(theta[w].view(shape), theta[b]) for w, shape, b in spec.layout()]
 
 
 def forward(spec: ModelSpec, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -36,19 +36,22 @@ class ModelSpec:
     def n_classes(self) -> int:
         return self.layers[-1]
 
+    def layout(self) -> list[tuple[slice, tuple[int, int], slice]]:
+        """Per layer: the weight's slice of the flat vector, its shape ``(out, in)``, and the bias's slice."""
+        out: list[tuple[slice, tuple[int, int], slice]] = []
+        pos = 0
+        for fan_in, fan_out in zip(self.layers, self.layers[1:], strict=False):
+            w = slice(pos, pos + fan_in * fan_out)
+            b = slice(w.stop, w.stop + fan_out)
+            out.append((w, (fan_out, fan_in), b))
+            pos = b.stop
+        return out
+
     def unflatten(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Views ``(weight [out, in], bias [out])`` per layer into a flat parameter vector."""
         if flat.shape != (self.param_count,):
             raise ValueError(f"expected {self.param_count} parameters, got shape {flat.shape}")
-        out: list[tuple[np.ndarray, np.ndarray]] = []
-        pos = 0
-        for fan_in, fan_out in zip(self.layers, self.layers[1:], strict=False):
-            w = flat[pos : pos + fan_in * fan_out].reshape(fan_out, fan_in)
-            pos += fan_in * fan_out
-            b = flat[pos : pos + fan_out]
-            pos += fan_out
-            out.append((w, b))
-        return out
+        return [(flat[w].reshape(shape), flat[b]) for w, shape, b in self.layout()]
 
     def init(self, seed: int) -> np.ndarray:
         """He-uniform weights and zero biases, float32, reproducible from ``seed``."""
