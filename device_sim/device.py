@@ -119,23 +119,22 @@ class SimDevice:
             self._stopped = True
             self._cancel_pending()
         self._client.loop_stop()
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        self._cut_socket(close=True)
         self.connected.clear()
 
     def drop_connection(self) -> None:
         """Fault injection: cut the TCP connection under paho, which then reconnects on its own."""
+        self._cut_socket(close=False)
+
+    def _cut_socket(self, close: bool) -> None:
         sock = self._client.socket()
         if isinstance(sock, socket.socket):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            if close:
+                sock.close()
 
     # -- paho callbacks (network thread) ----------------------------------------------------------------------
 
