@@ -265,6 +265,86 @@ def status(
     raise typer.Exit(show_status(cloud, as_json, Console(), err))
 
 
+provision_app = typer.Typer(help="Provision boards: per-device firmware config and broker credentials.")
+app.add_typer(provision_app, name="provision", no_args_is_help=True)
+
+
+@provision_app.command("device")
+def provision_device(
+    ctx: typer.Context,
+    id: Annotated[str, _opt("Device id, e.g. dev7 (also its broker user name).", "ID")] = "",
+    gateway: Annotated[str, _opt("The gateway this board reports to, e.g. gw0.", "GATEWAY")] = "",
+    fleet: Annotated[str, _opt("Fleet name.", "FLEET")] = "default",
+    broker: Annotated[str, _opt("mqtt://host:port (mqtts:// with TLS) as the board reaches it.", "BROKER")] = "",
+    username: Annotated[str | None, _opt("Broker user name [default: the device id].", "USERNAME")] = None,
+    password: Annotated[
+        str | None, _opt("Broker password [default: a random one].", "PASSWORD", show_default=False)
+    ] = None,
+    wifi_ssid: Annotated[str | None, _opt("Wi-Fi network the board joins.", "WIFI_SSID")] = None,
+    wifi_password: Annotated[str | None, _opt("Wi-Fi password.", "WIFI_PASSWORD", show_default=False)] = None,
+    ram_class: Annotated[str, _opt("class0 | class1 | class2 | constrained", "RAM_CLASS")] = "class2",
+    battery: Annotated[str, _opt("adc:PIN:DIVIDER[:EMPTY_V:FULL_V] | fixed:LEVEL", "BATTERY")] = "fixed:1.0",
+    ota_key: Annotated[
+        str | None, _opt("Fleet OTA key, hex [default: from --ota-key-file].", "OTA_KEY", show_default=False)
+    ] = None,
+    ota_key_file: Annotated[
+        Path | None,
+        _opt("Fleet OTA key file, created when missing [default: provision/<fleet>/ota.key].", "OTA_KEY_FILE"),
+    ] = None,
+    out: Annotated[Path | None, _opt("Output folder [default: provision/<fleet>/<id>].", "OUT")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.json.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a board's config.json (mode 0600) and print the broker password line to add."""
+    from iotfl.provision import ProvisionError, ProvisionSettings
+    from iotfl.provision import provision_device as provision
+
+    settings = _settings(ctx, ProvisionSettings, config, locals())
+    try:
+        done = provision(settings, force=force)
+    except ProvisionError as exc:
+        _fail(str(exc))
+    out_console = Console(soft_wrap=True, highlight=False)
+    out_console.print(f"wrote {done.config_path}")
+    if done.ota_key_created:
+        out_console.print(f"created the fleet OTA key {done.ota_key_file} (keep it: it signs firmware updates)")
+    verb = "generated a password; add" if done.password_generated else "add"
+    out_console.print(f"{verb} this line to the broker's password file (e.g. /etc/mosquitto/iotfl.passwd):")
+    print(done.passwd_line)
+    if done.user != settings.id:
+        out_console.print(f"note: deploy/acl.example expects the user name to be the device id ({settings.id})")
+
+
+@app.command("flash")
+def flash_cmd(
+    port: Annotated[str, _opt("Serial port of the board.", "PORT")] = "/dev/ttyUSB0",
+    chip: Annotated[str, _opt("esp32 | esp32s3 | rp2", "CHIP")] = "esp32",
+    micropython_image: Annotated[
+        Path | None, _opt("MicroPython firmware to write first (.bin for ESP32, .uf2 for rp2).", "MICROPYTHON_IMAGE")
+    ] = None,
+    device_config: Annotated[
+        Path | None, _opt("The board's config.json from `iotfl provision`.", "DEVICE_CONFIG")
+    ] = None,
+    firmware_dir: Annotated[Path | None, _opt("Firmware sources [default: the bundled ones].", "FIRMWARE_DIR")] = None,
+    build_dir: Annotated[
+        Path | None, _opt("Where the .mpy files go [default: ~/.cache/iotfl/mpy].", "BUILD_DIR")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every command instead of running it.")] = False,
+) -> None:
+    """Flash a board over serial: MicroPython (esptool), umqtt.simple, the compiled firmware and its config."""
+    from iotfl.flash import FlashError, describe, flash
+
+    if device_config is None:
+        _fail("--device-config is required (write one with `iotfl provision device`)")
+    try:
+        failure = flash(port, chip, micropython_image, device_config, dry_run, Console(), firmware_dir, build_dir)
+    except FlashError as exc:
+        _fail(str(exc))
+    if failure is not None:
+        err.print(f"[bold red]error:[/] {describe(failure)}", highlight=False)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

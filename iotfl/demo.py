@@ -7,16 +7,10 @@ exercises exactly what a deployment runs: MQTT between devices and gateways, HTT
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flcore.datasets import Dataset
-from iotfl.broker import Broker, free_port, start_broker
+from iotfl.broker import free_port, start_broker
+from iotfl.stack import Stack, StackError, wait_for_devices, wait_for_exit, wait_healthy
 from iotfl.status import history_table
 
 # Local-training hyper-parameters per dataset (lr, epochs, batch), tuned on this project's demo runs.
@@ -59,125 +54,6 @@ class DemoSettings(BaseSettings):
     def training(self) -> tuple[float, int, int]:
         lr, epochs, batch = TRAINING_DEFAULTS.get(self.dataset, CSV_DEFAULTS)
         return self.lr or lr, self.epochs or epochs, self.batch or batch
-
-
-class DemoError(RuntimeError):
-    """A part of the demo failed; the message says which and where its log is."""
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen
-    log: Path
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-@dataclass
-class Stack:
-    """The demo's child processes; ``stop()`` ends them newest first."""
-
-    workdir: Path
-    broker: Broker | None = None
-    children: list[Child] = field(default_factory=list)
-
-    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
-        log = self.workdir / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "iotfl", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
-            )
-        child = Child(name, proc, log)
-        self.children.append(child)
-        return child
-
-    def check_alive(self, expected_exit: frozenset[str] = frozenset()) -> None:
-        for child in self.children:
-            code = child.proc.poll()
-            if code is not None and not (code == 0 and child.name in expected_exit):
-                raise DemoError(f"{child.name} exited with code {code}; last lines of {child.log}:\n{child.tail()}")
-        if self.broker is not None and self.broker.proc.poll() is not None:
-            raise DemoError(f"the broker exited; see {self.broker.workdir / 'broker.log'}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        for child in reversed(self.children):
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in reversed(self.children):
-            try:
-                child.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait(5)
-        if self.broker is not None:
-            self.broker.stop()
-
-
-def _wait_healthy(url: str, stack: Stack, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise DemoError(f"the cloud did not answer {url}/healthz within {timeout:.0f} s")
-
-
-def wait_for_devices(broker_url: str, fleet: str, expected: int, stack: Stack, timeout: float) -> int:
-    """Wait until ``expected`` devices have a retained non-offline status on the broker; returns how many do."""
-    import paho.mqtt.client as mqtt
-
-    from flcore.endpoints import parse_broker_url
-    from flcore.errors import WireError
-    from flcore.messages import Status
-    from flcore.topics import status_wildcard
-
-    online: set[str] = set()
-    lock = threading.Lock()
-
-    def on_message(_client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        try:
-            status = Status.decode(bytes(msg.payload))
-        except WireError:
-            return
-        with lock:
-            (online.discard if status.state == "offline" else online.add)(status.dev)
-
-    address = parse_broker_url(broker_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"iotfl-demo-{secrets.token_hex(4)}")
-    if address.username:
-        client.username_pw_set(address.username, address.password)
-    client.on_connect = lambda c, *_: c.subscribe(status_wildcard(fleet), qos=1)
-    client.on_message = on_message
-    client.connect(address.host, address.port)
-    client.loop_start()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            stack.check_alive()
-            with lock:
-                if len(online) >= expected:
-                    break
-            time.sleep(0.1)
-        with lock:
-            return len(online)
-    finally:
-        client.loop_stop()
-        client.disconnect()
 
 
 def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tuple[Stack, str, Path]:
@@ -223,7 +99,7 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
         ],
         env={"IOTFL_GATEWAY_TOKENS": ",".join(f"{gw}={tok}" for gw, tok in tokens.items())},
     )
-    _wait_healthy(cloud_url, stack, timeout=60)
+    wait_healthy(cloud_url, stack, timeout=60)
     console.print(f"cloud: {cloud_url} (dashboard at {cloud_url}/, API docs at {cloud_url}/docs)")
     report = workdir / "fleet.json"
     report.unlink(missing_ok=True)
@@ -295,7 +171,7 @@ def follow_rounds(
         round_bar = progress.add_task("round 1: gateways reported", total=settings.gateways)
         while True:
             if time.monotonic() > deadline:
-                raise DemoError(f"the demo did not finish within {budget:.0f} s; logs in {stack.workdir}")
+                raise StackError(f"the demo did not finish within {budget:.0f} s; logs in {stack.workdir}")
             stack.check_alive(expected_exit=frozenset({"fleet"}))
             try:
                 status = _get(client, "/api/v1/status")
@@ -325,15 +201,6 @@ def follow_rounds(
             except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.5)
-
-
-def _wait_fleet(stack: Stack, timeout: float) -> None:
-    fleet = next(c for c in stack.children if c.name == "fleet")
-    try:
-        fleet.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        fleet.proc.send_signal(signal.SIGTERM)
-        fleet.proc.wait(10)
 
 
 def build_report(
@@ -413,7 +280,7 @@ def run_demo(
     try:
         stack, cloud_url, fleet_path = start_stack(settings, workdir, console)
         status, seconds = follow_rounds(settings, stack, cloud_url, console)
-        _wait_fleet(stack, timeout=30)
+        wait_for_exit(stack, "fleet", timeout=30)
         fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
         stack.stop()
         stack = None
@@ -428,7 +295,7 @@ def run_demo(
             console.print(f"report written to {json_path}")
         failed = False
         return 0
-    except DemoError as exc:
+    except StackError as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         return 1
     except KeyboardInterrupt:
