@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic_settings import BaseSettings
 from rich.console import Console
+from rich.markup import escape
 
 from iotfl.config import ConfigError, build
 
@@ -61,7 +62,7 @@ def _settings(ctx: typer.Context, cls: type[S], config: Path | None, values: dic
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(2)
 
 
@@ -291,6 +292,9 @@ def provision_device(
         Path | None,
         _opt("Fleet OTA key file, created when missing [default: provision/<fleet>/ota.key].", "OTA_KEY_FILE"),
     ] = None,
+    ca_cert: Annotated[
+        Path | None, _opt("PEM CA certificate of an mqtts:// broker (copied next to config.json).", "CA_CERT")
+    ] = None,
     out: Annotated[Path | None, _opt("Output folder [default: provision/<fleet>/<id>].", "OUT")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.json.")] = False,
     config: ConfigOpt = None,
@@ -304,7 +308,7 @@ def provision_device(
         done = provision(settings, force=force)
     except ProvisionError as exc:
         _fail(str(exc))
-    out_console = Console(soft_wrap=True, highlight=False)
+    out_console = Console(soft_wrap=True, highlight=False, markup=False)
     out_console.print(f"wrote {done.config_path}")
     if done.ota_key_created:
         out_console.print(f"created the fleet OTA key {done.ota_key_file} (keep it: it signs firmware updates)")
@@ -341,7 +345,7 @@ def flash_cmd(
     except FlashError as exc:
         _fail(str(exc))
     if failure is not None:
-        err.print(f"[bold red]error:[/] {describe(failure)}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(describe(failure))}", highlight=False)
         raise typer.Exit(1)
 
 

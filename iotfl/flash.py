@@ -7,6 +7,8 @@ then mpremote. ``main.py``/``boot.py`` stay source because MicroPython only runs
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -15,11 +17,10 @@ import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from iotfl.provision import load_device_config
 
 # Where a MicroPython image starts in flash: after the second-stage bootloader on the ESP32, at 0 on the S3.
 CHIPS: dict[str, str | None] = {"esp32": "0x1000", "esp32s3": "0x0", "rp2": None}
@@ -77,6 +78,45 @@ def firmware_files(src: Path) -> tuple[list[Path], list[Path]]:
     return compiled, source
 
 
+def check_device_config(path: Path, src: Path) -> dict[str, Any]:
+    """The config with defaults filled in, checked by the firmware's own config.py; FlashError on any problem."""
+    hint = "write one with `iotfl provision device`"
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise FlashError(f"cannot read device config {path}: {exc.strerror or exc} ({hint})") from None
+    except ValueError as exc:
+        raise FlashError(f"device config {path} is not valid JSON: {exc}") from None
+    # plain MicroPython that runs unchanged on CPython: the board's rules, not a copy of them
+    spec = importlib.util.spec_from_file_location("iotfl._firmware_config", src / "config.py")
+    if spec is None or spec.loader is None or not (src / "config.py").is_file():
+        raise FlashError(f"no firmware sources in {src} (config.py is missing): reinstall iotfl or pass --firmware-dir")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a broken source file is the user's to fix, in one line
+        raise FlashError(f"cannot load {src / 'config.py'}: {exc!r}") from None
+    try:
+        return module.validate(raw)
+    except ValueError as exc:
+        raise FlashError(f"device config {path} is invalid: {exc}") from None
+
+
+def companion_files(config: dict[str, Any], device_config: Path) -> list[Path]:
+    """Files the config names that go onto the board beside it: the broker's CA certificate for TLS."""
+    ca = config["broker"].get("ca") if config["broker"].get("tls") else None
+    if ca is None:
+        return []
+    if "/" in ca or ca in ("", ".", ".."):
+        raise FlashError(
+            f"device config {device_config}: broker.ca must be a file name in the board's root, not {ca!r}"
+        )
+    path = device_config.parent / ca
+    if not path.is_file():
+        raise FlashError(f"device config {device_config} names broker.ca {ca!r} but {path} is missing")
+    return [path]
+
+
 def plan(
     port: str,
     chip: str,
@@ -84,6 +124,7 @@ def plan(
     device_config: Path,
     src: Path,
     build: Path,
+    companions: list[Path] | None = None,
 ) -> list[Step]:
     """Every step of a flash, in order. Reads only the listing of ``src``; checks nothing else."""
     if chip not in CHIPS:
@@ -101,7 +142,7 @@ def plan(
                 (),
             )
         )
-    elif image is not None:
+    elif image is not None and offset is not None:
         esptool = ("esptool", "--chip", chip, "--port", port)
         steps.append(Step("erase flash", (*esptool, "erase_flash"), 180.0))
         steps.append(
@@ -113,23 +154,34 @@ def plan(
         )
     mpremote = ("mpremote", "connect", port)
     # the serial link drops right after esptool's reset and while MicroPython formats its filesystem: retry
-    steps.append(Step("install umqtt.simple", (*mpremote, "mip", "install", "umqtt.simple"), 180.0, attempts=3))
+    steps.append(Step("install umqtt.simple", (*mpremote, "mip", "install", "umqtt.simple"), 60.0, attempts=3))
     for p in compiled:
         mpy = f"{p.stem}.mpy"
-        steps.append(Step(f"copy {mpy}", (*mpremote, "fs", "cp", str(build / mpy), f":{mpy}"), 60.0, attempts=2))
+        steps.append(Step(f"copy {mpy}", (*mpremote, "fs", "cp", str(build / mpy), f":{mpy}"), 30.0, attempts=2))
     for p in source:
-        steps.append(Step(f"copy {p.name}", (*mpremote, "fs", "cp", str(p), f":{p.name}"), 60.0, attempts=2))
+        steps.append(Step(f"copy {p.name}", (*mpremote, "fs", "cp", str(p), f":{p.name}"), 30.0, attempts=2))
+    for p in companions or []:
+        steps.append(Step(f"copy {p.name}", (*mpremote, "fs", "cp", str(p), f":{p.name}"), 30.0, attempts=2))
     steps.append(
-        Step("copy config.json", (*mpremote, "fs", "cp", str(device_config), ":config.json"), 60.0, attempts=2)
+        Step("copy config.json", (*mpremote, "fs", "cp", str(device_config), ":config.json"), 30.0, attempts=2)
     )
-    steps.append(Step("reset the board", (*mpremote, "reset"), 30.0, attempts=2))
+    steps.append(Step("reset the board", (*mpremote, "reset"), 20.0, attempts=2))
     return steps
 
 
+def serial_ports() -> list[str]:
+    """Serial ports the OS lists (pyserial comes with esptool and mpremote; without it, none)."""
+    try:
+        from serial.tools.list_ports import comports
+    except ImportError:
+        return []
+    return sorted(p.device for p in comports())
+
+
 def check_inputs(
-    port: str, chip: str, image: Path | None, device_config: Path, dry_run: bool, src: Path | None = None
-) -> None:
-    """The one-line problems worth reporting before anything runs (the port only matters for a real run)."""
+    port: str, chip: str, image: Path | None, device_config: Path, src: Path, dry_run: bool
+) -> dict[str, Any]:
+    """The checked device config, or FlashError with the one-line problem (the port only matters for a real run)."""
     if chip not in CHIPS:
         raise FlashError(f"unknown chip {chip!r}; known: {', '.join(CHIPS)}")
     if image is not None:
@@ -137,24 +189,27 @@ def check_inputs(
             raise FlashError(
                 f"MicroPython image {image} not found (download it from https://micropython.org/download/)"
             )
-        if (chip == "rp2") != (image.suffix.lower() == ".uf2"):
-            want = ".uf2" if chip == "rp2" else ".bin"
+        want, magic = (".uf2", b"UF2\n") if chip == "rp2" else (".bin", b"\xe9")
+        if image.suffix.lower() != want:
             raise FlashError(f"--chip {chip} takes a {want} MicroPython image, not {image.name}")
-    try:
-        load_device_config(device_config)
-    except ValueError as exc:
-        raise FlashError(f"{exc} (write one with `iotfl provision device`)") from None
-    if src is not None:
-        firmware_files(src)
+        with image.open("rb") as f:
+            # catches an HTML error page saved under the image's name, or the image of another chip family
+            if f.read(len(magic)) != magic:
+                raise FlashError(f"{image} does not look like a MicroPython image for {chip} (wrong first bytes)")
+    firmware_files(src)
+    config = check_device_config(device_config, src)
     if dry_run:
-        return
-    if not Path(port).exists():
-        raise FlashError(f"serial port {port} not found: is the board plugged in? (`mpremote devs` lists ports)")
+        return config
+    listed = serial_ports()
+    if not Path(port).exists() and port not in listed:
+        seen = f"ports found: {', '.join(listed)}" if listed else "no serial ports found"
+        raise FlashError(f"serial port {port} not found: is the board plugged in? ({seen})")
     if chip == "rp2" and image is not None:
         raise FlashError(
             f"a Pico takes MicroPython by drag and drop: hold BOOTSEL while plugging it in, copy {image} to the "
             "RPI-RP2 drive, then run this command again without --micropython-image"
         )
+    return config
 
 
 def resolve_tools(steps: list[Step], search: str | None = None) -> list[Step]:
@@ -242,8 +297,8 @@ def flash(
     """Check, plan and (unless ``dry_run``, which prints the plan) run a flash; FlashError for bad input."""
     src = firmware_dir() if src is None else src
     build = default_build_dir() if build is None else build
-    check_inputs(port, chip, image, device_config, dry_run, src)
-    steps = plan(port, chip, image, device_config, src, build)
+    config = check_inputs(port, chip, image, device_config, src, dry_run)
+    steps = plan(port, chip, image, device_config, src, build, companion_files(config, device_config))
     if dry_run:
         for step in steps:
             console.print(step.shell(), markup=False, highlight=False, soft_wrap=True)
@@ -266,7 +321,9 @@ __all__ = [
     "Failure",
     "FlashError",
     "Step",
+    "check_device_config",
     "check_inputs",
+    "companion_files",
     "default_build_dir",
     "describe",
     "firmware_dir",

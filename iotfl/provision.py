@@ -1,8 +1,8 @@
 """``iotfl provision device``: a board's ``config.json`` (ids, broker, credentials, Wi-Fi, RAM class, battery,
 OTA key) and the mosquitto password-file line its operator adds to the broker.
 
-The schema of ``config.json`` is documented in docs/firmware.md and read on the board by firmware/config.py;
-:func:`check_device_config` is the host-side check of the same rules (``iotfl flash`` runs it before copying).
+The schema of ``config.json`` is firmware/config.py's (documented in docs/firmware.md); ``iotfl flash`` checks a
+config with that very module before copying it, and the tests check every config written here the same way.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from flcore.topics import is_valid_id
 
 log = logging.getLogger(__name__)
 
-CONFIG_VERSION = 1
 CONFIG_NAME = "config.json"
+# the broker's CA certificate, next to config.json on the host and in the board's root (iotfl flash copies it)
+CA_NAME = "ca.crt"
 OTA_KEY_BYTES = 32
 MIN_OTA_KEY_BYTES = 16
 # mosquitto 2.x password files: "$7$" = PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte hash, iteration count inline.
@@ -62,9 +63,9 @@ def parse_battery(spec: str) -> dict[str, Any]:
         if kind == "adc" and len(parts) in (2, 4):
             pin, divider = int(parts[0]), float(parts[1])
             empty_v, full_v = (float(parts[2]), float(parts[3])) if len(parts) == 4 else (ADC_EMPTY_V, ADC_FULL_V)
-            if pin < 0 or divider <= 0 or not 0 < empty_v < full_v:
+            if pin < 0 or not 0.01 <= divider <= 100 or not 0 < empty_v < full_v:
                 raise ValueError
-            return {"source": "adc", "pin": pin, "divider": divider, "empty_v": empty_v, "full_v": full_v}
+            return {"source": "adc", "pin": pin, "divider": divider, "v_empty": empty_v, "v_full": full_v}
     except ValueError:
         pass
     raise ValueError(
@@ -101,6 +102,7 @@ class ProvisionSettings(BaseSettings):
     battery: str = "fixed:1.0"
     ota_key: str | None = Field(None, repr=False)
     ota_key_file: Path | None = None
+    ca_cert: Path | None = None
     out: Path | None = None
 
     @field_validator("id")
@@ -148,8 +150,9 @@ class ProvisionSettings(BaseSettings):
     @classmethod
     def _wpa(cls, value: str | None) -> str | None:
         # WPA2 passphrases are 8..63 characters (64 hex digits is the raw key); empty means an open network
-        if value and not 8 <= len(value) <= 64:
-            raise ValueError("a Wi-Fi password is 8 to 63 characters (or empty for an open network)")
+        raw_key = len(value or "") == 64 and all(c in "0123456789abcdefABCDEF" for c in value or "")
+        if value and not (8 <= len(value) <= 63 or raw_key):
+            raise ValueError("a Wi-Fi password is 8 to 63 characters, 64 hex digits, or empty for an open network")
         return value
 
     @field_validator("ram_class")
@@ -171,9 +174,14 @@ class ProvisionSettings(BaseSettings):
         return None if value is None else parse_ota_key(value)
 
     @model_validator(mode="after")
-    def _wifi_pair(self) -> ProvisionSettings:
+    def _pairs(self) -> ProvisionSettings:
         if self.wifi_password is not None and self.wifi_ssid is None:
             raise ValueError("--wifi-password needs --wifi-ssid")
+        tls = parse_broker_url(self.broker).tls
+        if tls and self.ca_cert is None:
+            raise ValueError("an mqtts:// broker needs --ca-cert FILE (the CA that signed the broker's certificate)")
+        if self.ca_cert is not None and not tls:
+            raise ValueError("--ca-cert is for an mqtts:// broker")
         return self
 
     @property
@@ -204,76 +212,19 @@ def device_config(settings: ProvisionSettings, user: str, password: str, ota_key
     wifi = None
     if settings.wifi_ssid is not None:
         wifi = {"ssid": settings.wifi_ssid, "password": settings.wifi_password or ""}
-    config = {
-        "v": CONFIG_VERSION,
+    broker = {"host": address.host, "port": address.port, "tls": address.tls, "user": user, "password": password}
+    if address.tls:
+        broker["ca"] = CA_NAME
+    return {
         "dev": settings.id,
-        "gateway": settings.gateway,
+        "gw": settings.gateway,
         "fleet": settings.fleet,
-        "broker": {"host": address.host, "port": address.port, "tls": address.tls, "user": user, "password": password},
+        "broker": broker,
         "wifi": wifi,
         "ram_class": settings.ram_class,
         "battery": parse_battery(settings.battery),
-        "ota_key": ota_key,
+        "ota": {"key": ota_key},
     }
-    check_device_config(config)
-    return config
-
-
-def check_device_config(config: Any) -> None:
-    """Raise ValueError naming the first problem of a config.json object (the rules firmware/config.py applies)."""
-
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise ValueError(what)
-
-    need(isinstance(config, dict), "not a JSON object")
-    for key in ("v", "dev", "gateway", "fleet", "broker", "ram_class", "battery", "ota_key"):
-        need(key in config, f"missing key {key!r}")
-    need(config["v"] == CONFIG_VERSION, f"v must be {CONFIG_VERSION}")
-    for key in ("dev", "gateway", "fleet"):
-        need(is_valid_id(config[key]), f"{key} must match [A-Za-z0-9_-]{{1,64}}")
-    broker = config["broker"]
-    need(isinstance(broker, dict), "broker must be an object")
-    need(isinstance(broker.get("host"), str) and bool(broker["host"]), "broker.host must be a host name")
-    port = broker.get("port")
-    need(isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536, "broker.port must be 1..65535")
-    need(isinstance(broker.get("tls", False), bool), "broker.tls must be true or false")
-    for key in ("user", "password"):
-        need(isinstance(broker.get(key), str) and bool(broker[key]), f"broker.{key} must be a non-empty string")
-    wifi = config.get("wifi")
-    need(
-        wifi is None or (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str) and bool(wifi["ssid"])),
-        "wifi must be null or an object with a non-empty ssid",
-    )
-    need(wifi is None or isinstance(wifi.get("password", ""), str), "wifi.password must be a string")
-    need(config["ram_class"] in RAM_CLASSES, f"ram_class must be one of {', '.join(RAM_CLASSES)}")
-    battery = config["battery"]
-    need(isinstance(battery, dict) and battery.get("source") in ("adc", "fixed"), "battery.source must be adc|fixed")
-    if battery["source"] == "fixed":
-        value = battery.get("value")
-        need(isinstance(value, int | float) and 0 <= value <= 1, "battery.value must be in 0..1")
-    else:
-        need(isinstance(battery.get("pin"), int) and battery["pin"] >= 0, "battery.pin must be a GPIO number")
-        for key in ("divider", "empty_v", "full_v"):
-            need(isinstance(battery.get(key), int | float) and battery[key] > 0, f"battery.{key} must be positive")
-        need(battery["empty_v"] < battery["full_v"], "battery.empty_v must be below battery.full_v")
-    need(isinstance(config["ota_key"], str), "ota_key must be a hex string")
-    parse_ota_key(config["ota_key"])
-
-
-def load_device_config(path: Path) -> dict[str, Any]:
-    """Read and check a config.json; ProvisionError with one line on any problem."""
-    try:
-        config = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ProvisionError(f"cannot read device config {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ProvisionError(f"device config {path} is not valid JSON: {exc}") from None
-    try:
-        check_device_config(config)
-    except ValueError as exc:
-        raise ProvisionError(f"device config {path} is invalid: {exc}") from None
-    return config
 
 
 def write_private(path: Path, text: str, force: bool = False) -> None:
@@ -315,6 +266,17 @@ def fleet_ota_key(path: Path) -> tuple[str, bool]:
     return key, True
 
 
+def read_ca_cert(path: Path) -> str:
+    """A PEM certificate file's text (what MicroPython's ssl loads), or ProvisionError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProvisionError(f"cannot read the CA certificate {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ProvisionError(f"{path} is not a PEM certificate (no BEGIN CERTIFICATE line)")
+    return data.decode("ascii", errors="replace")
+
+
 @dataclass(frozen=True)
 class Provisioned:
     """What ``provision_device`` wrote and what the operator must do next."""
@@ -331,6 +293,8 @@ def provision_device(settings: ProvisionSettings, force: bool = False) -> Provis
     """Write the board's config.json (0600) under ``settings.out_dir``; ProvisionError on refusal."""
     address = parse_broker_url(settings.broker)
     user = settings.username or address.username or settings.id
+    if not is_valid_id(user):
+        raise ProvisionError(f"broker user name {user!r} must match [A-Za-z0-9_-]{{1,64}}")
     password = settings.password or address.password
     generated = password is None
     if password is None:
@@ -339,6 +303,7 @@ def provision_device(settings: ProvisionSettings, force: bool = False) -> Provis
     if path.exists() and not force:
         # checked before a new fleet key is created, so a refused run leaves nothing behind
         raise ProvisionError(f"{path} already exists (pass --force to overwrite it)")
+    ca_text = None if settings.ca_cert is None else read_ca_cert(settings.ca_cert)
     key_file, created = None, False
     if settings.ota_key is not None:
         ota_key = settings.ota_key
@@ -346,21 +311,22 @@ def provision_device(settings: ProvisionSettings, force: bool = False) -> Provis
         key_file = settings.key_file
         ota_key, created = fleet_ota_key(key_file)
     config = device_config(settings, user, password, ota_key)
+    if ca_text is not None:
+        write_private(settings.out_dir / CA_NAME, ca_text, force=True)
     write_private(path, json.dumps(config, indent=2) + "\n", force=force)
     log.info("wrote %s", path)
     return Provisioned(path, user, generated, passwd_line(user, password), key_file, created)
 
 
 __all__ = [
+    "CA_NAME",
     "CONFIG_NAME",
     "Provisioned",
     "ProvisionError",
     "ProvisionSettings",
-    "check_device_config",
     "device_config",
     "fleet_ota_key",
     "generate_password",
-    "load_device_config",
     "parse_battery",
     "parse_ota_key",
     "passwd_line",

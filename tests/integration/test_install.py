@@ -49,6 +49,15 @@ def test_plain_install_has_gateway_and_cloud_help_without_torch(tmp_path: Path) 
         assert "IOTFL_" in shown.stdout
         assert ("--broker" if command == "gateway" else "--db") in shown.stdout
     # the gateway's modules import on the light install (no torch, no FastAPI)
+    shipped = subprocess.run(
+        [python, "-c", "from iotfl.flash import firmware_dir; print(firmware_dir())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert shipped.returncode == 0, shipped.stderr
+    assert (Path(shipped.stdout.strip()) / "main.py").is_file() and "site-packages" in shipped.stdout
     imported = subprocess.run(
         [python, "-c", "import gateway.service, gateway.settings, flcore; print('ok')"],
         capture_output=True,
