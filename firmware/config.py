@@ -66,13 +66,13 @@ def _merge(defaults, given, where):
 def _int(cfg, key, lo, hi, where=""):
     value = cfg[key]
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError("%s%s must be an integer in %d..%d, got %r" % (where, key, lo, hi, value))
+        raise ConfigError(f"{where}{key} must be an integer in {lo}..{hi}, got {value!r}")
 
 
 def _num(cfg, key, lo, hi, where=""):
     value = cfg[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ConfigError("%s%s must be a number in %s..%s, got %r" % (where, key, lo, hi, value))
+        raise ConfigError(f"{where}{key} must be a number in {lo}..{hi}, got {value!r}")
 
 
 def validate(raw):
@@ -83,7 +83,7 @@ def validate(raw):
     cfg.update(raw)
     for key in ("dev", "gw", "fleet"):
         if not _is_id(cfg.get(key)):
-            raise ConfigError(key + " must match [A-Za-z0-9_-]{1,64}, got %r" % (cfg.get(key),))
+            raise ConfigError(key + " must match [A-Za-z0-9_-]{1,64}, got " + repr(cfg.get(key)))
     broker = cfg.get("broker")
     if not isinstance(broker, dict) or not isinstance(broker.get("host"), str) or not broker["host"]:
         raise ConfigError("broker.host is required")
