@@ -1,0 +1,81 @@
+"""What every ``iotfl`` command shares: option helpers, settings, clean errors, logging, stop signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic_settings import BaseSettings
+from rich.console import Console
+from rich.markup import escape
+
+from iotfl.config import ConfigError, build
+
+S = TypeVar("S", bound=BaseSettings)
+
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML file with settings (flags and IOTFL_* env win).", exists=False)
+]
+
+
+def opt(help: str, env: str, **kw: Any) -> Any:
+    return typer.Option(help=help, envvar=f"IOTFL_{env}", show_envvar=True, **kw)
+
+
+def given(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The flags the user set (on the command line or through IOTFL_*); the rest fall through to the config file."""
+    # compared by name: typer vendors its own click, so the ParameterSource enum has no stable import path
+    given = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":
+            given[name] = value
+    return given
+
+
+def settings_for(ctx: typer.Context, cls: type[S], config: Path | None, values: dict[str, Any], **explicit: Any) -> S:
+    """Settings for the command from its given flags, the environment and ``--config``, or exit with the reason."""
+    flags = given(ctx, {k: v for k, v in values.items() if k in cls.model_fields})
+    flags.update({k: v for k, v in explicit.items() if v is not None})
+    try:
+        return build(cls, config, ctx.command.name or "", **flags)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # httpx logs every request at INFO: two lines a second from each polling gateway.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def stop_event() -> threading.Event:
+    """An event set by SIGINT/SIGTERM, so services shut down cleanly instead of dying mid-write."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def load_dataset(spec: str, seed: int) -> Any:
+    from iotfl.datasets import load
+
+    try:
+        return load(spec, seed)
+    except ValueError as exc:
+        fail(str(exc))
