@@ -1,7 +1,8 @@
 """HTTP to the cloud: poll ``rounds/current``, fetch ``model/latest``, post the round's ``agg`` with retries.
 
 Errors are one small tree: ``CloudError`` (unreachable, bad answer) and its subclass ``CloudRefused`` (a 4xx that
-retrying cannot fix, e.g. a wrong token).
+retrying cannot fix, e.g. a wrong token). ``send()`` is one post attempt that returns a ``Delivery`` instead of
+raising; the outbox's forwarder builds its never-give-up retry on it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
+
+
+# Answers that judge the aggregate itself, so posting it again cannot change them: 409 (late, future_round,
+# base_mismatch), 400 (undecodable, round_mismatch), 413 (too large), 422 (wrong length). Anything else — network
+# errors, 5xx, 408, 429, and 401/403/404 (a token or URL the operator can fix) — is worth retrying.
+FINAL_REFUSALS = frozenset({400, 409, 413, 422})
 
 
 class CloudError(RuntimeError):
@@ -74,6 +81,21 @@ class RoundInfo:
         if info.state not in ("open", "done") or info.gateway_rounds < 1:
             raise CloudError(f"rounds/current has state {info.state!r}, gateway_rounds {info.gateway_rounds}")
         return info
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One post attempt: ``result`` is ``accepted``, ``duplicate``, a 409 reason, ``refused_<code>``, ``http_<code>``
+    or ``unreachable``; ``final`` says whether the cloud has decided (stop retrying)."""
+
+    result: str
+    final: bool
+    detail: str = ""
+
+    @property
+    def delivered(self) -> bool:
+        """The cloud holds the aggregate (now or from an earlier attempt)."""
+        return self.result in ("accepted", "duplicate")
 
 
 @dataclass(frozen=True)
@@ -137,28 +159,42 @@ class CloudClient:
             raise CloudError(f"model/latest has {w.size} finite-checked weights, the model needs {spec.param_count}")
         return Model(version, layers, w)
 
+    def send(self, round: int, body: bytes) -> Delivery:
+        """One attempt to post an encoded ``agg`` for ``round``; never raises for HTTP or network problems."""
+        path = f"/api/v1/rounds/{round}/aggregates"
+        try:
+            response = self.http.post(path, content=body, headers={"Content-Type": "application/msgpack"})
+        except httpx.HTTPError as exc:
+            return Delivery("unreachable", False, f"{type(exc).__name__}: {exc}")
+        code = response.status_code
+        if code == 200:
+            return Delivery("duplicate" if _json(response).get("duplicate") else "accepted", True)
+        detail = f"HTTP {code} {response.text[:200]}"
+        if code == 409:
+            return Delivery(str(_detail(response).get("reason", "conflict")), True, detail)
+        if code in FINAL_REFUSALS:
+            return Delivery(f"refused_{code}", True, detail)
+        return Delivery(f"http_{code}", False, detail)
+
     def post(self, agg: Agg, give_up_at: float, stop: threading.Event | None = None) -> str:
         """Post ``agg`` until the cloud answers; returns ``accepted``, ``duplicate`` or the 409 reason.
 
-        Retries connection errors and 5xx with exponential backoff and full jitter until ``give_up_at`` (monotonic
-        seconds) or ``stop``; raises ``CloudRefused`` for another 4xx and ``CloudError`` when time runs out.
+        A bounded helper for tools and tests; the gateway service posts through its outbox instead
+        (``gateway.forwarder``), which never gives up. Retries connection errors, 5xx, 408 and 429 with
+        exponential backoff and full jitter until ``give_up_at`` (monotonic seconds) or ``stop``; raises
+        ``CloudRefused`` for another 4xx and ``CloudError`` when time runs out.
         """
         body, path = agg.encode(), f"/api/v1/rounds/{agg.round}/aggregates"
         delay, attempt = BACKOFF_FIRST, 0
         while True:
             attempt += 1
-            try:
-                response = self.http.post(path, content=body, headers={"Content-Type": "application/msgpack"})
-            except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code == 200:
-                    return "duplicate" if _json(response).get("duplicate") else "accepted"
-                if response.status_code == 409:
-                    return str(_detail(response).get("reason", "conflict"))
-                if 400 <= response.status_code < 500:
-                    raise CloudRefused(f"POST {path}: HTTP {response.status_code} {response.text[:200]}")
-                problem = f"HTTP {response.status_code}"
+            outcome = self.send(agg.round, body)
+            if outcome.final and not outcome.result.startswith("refused_"):
+                return outcome.result
+            code = outcome.result.removeprefix("refused_").removeprefix("http_")
+            if code.isdigit() and 400 <= int(code) < 500 and int(code) not in (408, 429):
+                raise CloudRefused(f"POST {path}: {outcome.detail}")
+            problem = outcome.detail or outcome.result
             pause = random.uniform(0, delay)
             if time.monotonic() + pause > give_up_at or (stop is not None and stop.is_set()):
                 raise CloudError(f"POST {path} failed after {attempt} attempts: {problem}")
@@ -183,4 +219,4 @@ def _detail(response: httpx.Response) -> dict[str, Any]:
     return detail if isinstance(detail, dict) else {}
 
 
-__all__ = ["CloudClient", "CloudError", "CloudRefused", "Model", "RoundInfo"]
+__all__ = ["CloudClient", "CloudError", "CloudRefused", "Delivery", "FINAL_REFUSALS", "Model", "RoundInfo"]

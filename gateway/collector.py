@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from flcore.errors import WireError
@@ -101,8 +102,18 @@ class Collector:
         self.closed = True
         return self.sum
 
-    def ingest(self, topic: str, payload: bytes) -> Verdict | None:
-        """Apply rules 1–5 to one message; None means the topic was invalid (dropped, counted, not acked)."""
+    def remember(self, round: int, keys: Iterable[tuple[str, int]]) -> None:
+        """Answer later redeliveries of these accepted (dev, sub) of ``round`` with ``duplicate`` (after a restart)."""
+        self._accepted.setdefault(round, set()).update(keys)
+        for old in sorted(self._accepted)[:-REMEMBERED_ROUNDS]:
+            del self._accepted[old]
+
+    def ingest(self, topic: str, payload: bytes, before_accept: Callable[[Up], None] | None = None) -> Verdict | None:
+        """Apply rules 1–5 to one message; None means the topic was invalid (dropped, counted, not acked).
+
+        ``before_accept`` runs just before an update is folded in (the gateway journals it there); when it raises,
+        nothing was folded or counted and the exception propagates.
+        """
         dev = self.topics.device_of(topic)
         if dev is None:
             self.counters[DROPPED_TOPIC] += 1
@@ -130,6 +141,8 @@ class Collector:
             return self._answer(dev, Ack(up.round, up.seq, "late", "late"))
         if up.base != opening.base:
             return self._answer(dev, Ack(up.round, up.seq, "rejected", "base_mismatch"))
+        if before_accept is not None:
+            before_accept(up)
         self._fold(up)
         return self._answer(dev, Ack(up.round, up.seq, "accepted", ""), up)
 

@@ -1,26 +1,43 @@
-"""An append-only journal of the accepted updates of the current round, so a restarted gateway resumes it.
+"""The journal of the open round, so a restarted gateway resumes it: SQLite (WAL, full sync) in ``state_dir``.
 
-One file per round in ``state_dir`` (``<gw>-round-<r>.journal``): a stream of msgpack records — ``open`` (round,
-base), ``up`` (sub, topic, raw payload) written before the device is acked, ``close`` (sub). Replaying the raw
-payloads through a fresh ``Collector`` rebuilds the sums, the dedup keys and the gateway weights exactly.
+``update()`` commits an accepted update — (round, sub, dev, seq) and its raw payload — before the gateway publishes
+the ``accepted`` ack (and before paho sends the broker its PUBACK). The raw int8 payloads, not the running
+Σ n·delta, are what is stored: they are 4× smaller than a float32 sum rewritten on every update, and replaying them
+through a fresh ``Collector`` rebuilds the sums, the dedup keys and the gateway weights exactly. ``closed()`` marks a
+sub-round closed. A new round forgets the payloads of earlier rounds but keeps their (dev, sub) keys for
+``REMEMBERED_ROUNDS`` rounds, so a redelivery after a restart is still answered ``duplicate``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
-import msgpack
+from flcore.messages import Up
+from gateway.collector import REMEMBERED_ROUNDS
+from gateway.state_db import StateError, connect, state_path, transaction
 
 log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal_rounds (
+    round INTEGER PRIMARY KEY, base INTEGER NOT NULL, model TEXT NOT NULL, opened_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS journal_updates (
+    round INTEGER NOT NULL, sub INTEGER NOT NULL, dev TEXT NOT NULL, seq INTEGER NOT NULL,
+    topic TEXT NOT NULL, payload BLOB, at REAL NOT NULL, PRIMARY KEY (round, sub, dev));
+CREATE TABLE IF NOT EXISTS journal_closed (round INTEGER NOT NULL, sub INTEGER NOT NULL, PRIMARY KEY (round, sub));
+"""
 
 
 @dataclass
 class Replay:
-    """What the journal holds for a round: accepted payloads per sub-round and the sub-rounds that closed."""
+    """What the journal holds for a round: accepted payloads per sub-round (in arrival order) and closed subs."""
 
     base: int
     ups: dict[int, list[tuple[str, bytes]]] = field(default_factory=dict)
@@ -28,80 +45,95 @@ class Replay:
 
 
 class Journal:
-    """The journal of one gateway; ``begin()`` a round, then ``update()``/``closed()`` as it runs."""
+    """The journal of one gateway; ``begin()`` a round, then ``update()``/``closed()`` as it runs. Thread-safe."""
 
     def __init__(self, directory: Path, gw: str) -> None:
         self.directory = Path(directory)
         self.gw = gw
-        self._file: IO[bytes] | None = None
+        self.round: int | None = None
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
 
-    def path(self, round: int) -> Path:
-        return self.directory / f"{self.gw}-round-{round}.journal"
+    @property
+    def path(self) -> Path:
+        return state_path(self.directory, self.gw)
 
-    def begin(self, round: int, base: int) -> Replay | None:
-        """Open the journal of ``round``; returns what an earlier run journaled for the same (round, base)."""
-        self.close()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for old in self.directory.glob(f"{self.gw}-round-*.journal"):
-            if old != self.path(round):
-                old.unlink(missing_ok=True)
-        replay, valid_bytes = self._load(round, base)
-        self._file = open(self.path(round), "r+b" if replay else "wb")
-        # Drop a torn last record so what is appended next stays readable.
-        self._file.truncate(valid_bytes)
-        self._file.seek(valid_bytes)
-        if replay is None:
-            self._write({"op": "open", "round": round, "base": base})
+    def begin(self, round: int, base: int, model: str = "") -> Replay | None:
+        """Make ``round`` the journaled one; returns what an earlier run journaled for the same (round, base, model).
+
+        ``model`` identifies the base weights (a digest), so a cloud that restarted from scratch with the same round
+        numbers does not get another model's updates replayed.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT base, model FROM journal_rounds WHERE round = ?", (round,)).fetchone()
+            replay = None
+            if row is not None and tuple(row) == (base, model):
+                replay = self._load(db, round, base)
+            else:
+                if row is not None:
+                    log.info("journal of round %d belongs to another base model; starting the round afresh", round)
+                db.execute("DELETE FROM journal_updates WHERE round = ?", (round,))
+                db.execute("DELETE FROM journal_closed WHERE round = ?", (round,))
+                db.execute(
+                    "INSERT OR REPLACE INTO journal_rounds VALUES (?, ?, ?, ?)", (round, base, model, time.time())
+                )
+            db.execute("DELETE FROM journal_rounds WHERE round != ?", (round,))
+            db.execute("DELETE FROM journal_closed WHERE round != ?", (round,))
+            # Earlier rounds keep only their dedup keys; rounds from "the future" belong to another cloud's numbering.
+            db.execute("UPDATE journal_updates SET payload = NULL WHERE round != ? AND payload IS NOT NULL", (round,))
+            db.execute("DELETE FROM journal_updates WHERE round > ? OR round <= ?", (round, round - REMEMBERED_ROUNDS))
+        self.round = round
         return replay
 
-    def update(self, sub: int, topic: str, payload: bytes) -> None:
-        """Record an accepted update durably (called before its ``accepted`` ack goes out)."""
-        self._write({"op": "up", "sub": sub, "topic": topic, "data": payload})
+    def update(self, up: Up, topic: str, payload: bytes) -> None:
+        """Commit an accepted update durably (called before its ``accepted`` ack goes out); raises ``StateError``."""
+        if self.round is None:
+            return
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO journal_updates VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self.round, up.sub, up.dev, up.seq, topic, payload, time.time()),
+            )
 
     def closed(self, sub: int) -> None:
-        self._write({"op": "close", "sub": sub})
+        if self.round is None:
+            return
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO journal_closed VALUES (?, ?)", (self.round, sub))
+
+    def accepted(self) -> dict[int, set[tuple[str, int]]]:
+        """The (dev, sub) keys accepted in each remembered round, the journaled one included."""
+        keys: dict[int, set[tuple[str, int]]] = {}
+        with self._transaction(write=False) as db:
+            for rnd, dev, sub in db.execute("SELECT round, dev, sub FROM journal_updates"):
+                keys.setdefault(int(rnd), set()).add((str(dev), int(sub)))
+        return keys
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
-    def _write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
-            return
-        self._file.write(msgpack.packb(record, use_bin_type=True))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    @staticmethod
+    def _load(db: sqlite3.Connection, round: int, base: int) -> Replay:
+        replay = Replay(base)
+        rows = db.execute(
+            "SELECT sub, topic, payload FROM journal_updates WHERE round = ? AND payload IS NOT NULL ORDER BY rowid",
+            (round,),
+        )
+        for sub, topic, payload in rows:
+            replay.ups.setdefault(int(sub), []).append((str(topic), bytes(payload)))
+        replay.closed = {int(sub) for (sub,) in db.execute("SELECT sub FROM journal_closed WHERE round = ?", (round,))}
+        return replay
 
-    def _load(self, round: int, base: int) -> tuple[Replay | None, int]:
-        """The replay of ``round`` (None when absent or for another base) and the length of its valid records."""
-        path = self.path(round)
-        if not path.exists():
-            return None, 0
-        replay: Replay | None = None
-        valid = 0
-        unpacker = msgpack.Unpacker(raw=False, max_bin_len=64 << 20)
-        unpacker.feed(path.read_bytes())
-        try:
-            for record in unpacker:
-                if not isinstance(record, dict):
-                    break
-                op = record.get("op")
-                if op == "open":
-                    if record.get("round") != round or record.get("base") != base:
-                        break
-                    replay = Replay(base)
-                elif replay is not None and op == "up":
-                    replay.ups.setdefault(int(record["sub"]), []).append((str(record["topic"]), record["data"]))
-                elif replay is not None and op == "close":
-                    replay.closed.add(int(record["sub"]))
-                valid = unpacker.tell()
-        except Exception as exc:  # a torn last record after a power cut: keep what came before it
-            log.warning("journal %s is damaged after its valid records (%s); keeping those", path, exc)
-        if replay is None:
-            log.info("journal %s belongs to another base model; starting the round afresh", path)
-            return None, 0
-        return replay, valid
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._db is None:
+                self._db = connect(self.path, SCHEMA)
+            with transaction(self._db, write, f"gateway journal {self.path}") as db:
+                yield db
 
 
-__all__ = ["Journal", "Replay"]
+__all__ = ["Journal", "Replay", "StateError"]

@@ -1,4 +1,9 @@
-"""The gateway's MQTT connection: one paho client on its own network thread, resubscribing on every reconnect."""
+"""The gateway's MQTT connection: one paho client on its own network thread, resubscribing on every reconnect.
+
+PUBACKs are manual (paho's ``manual_ack``): the broker gets the PUBACK for an incoming QoS 1 message only after its
+handler returned, i.e. after an accepted update was committed to the journal. A handler that returns ``False``
+(the journal could not commit) gets no PUBACK at all, so the broker redelivers the message after the next reconnect.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +24,17 @@ KEEPALIVE = 30
 RECONNECT_MIN_DELAY = 1
 RECONNECT_MAX_DELAY = 30
 
-MessageHandler = Callable[[str, bytes], None]
+# Returns False to withhold the PUBACK (the message was not durably handled); None or True acknowledges it.
+MessageHandler = Callable[[str, bytes], bool | None]
 
 
 class MqttLink:
     """A persistent-session paho client that subscribes to ``subscriptions`` (topic filter → handler).
 
-    Handlers run on paho's network thread; an exception in one is logged and never reaches paho. ``on_connected``
-    runs after each (re)connect, once the subscriptions were requested (the gateway republishes its task there).
+    Handlers run on paho's network thread; an exception in one is logged and never reaches paho (the message is
+    acknowledged: redelivering it would only fail again). ``on_connected`` runs after each (re)connect, once the
+    subscriptions were requested (the gateway republishes its task there). Topics in ``optional`` may be refused by
+    the broker's ACL without an error (a warning says what is missing).
     """
 
     def __init__(
@@ -35,9 +43,12 @@ class MqttLink:
         client_id: str,
         subscriptions: dict[str, MessageHandler],
         on_connected: Callable[[], None] | None = None,
+        optional: frozenset[str] = frozenset(),
     ) -> None:
         self.address = address
         self.subscriptions = dict(subscriptions)
+        self.optional = optional
+        self.withheld = 0  # PUBACKs withheld because a handler could not handle a message durably
         self.on_connected = on_connected
         self.connected = threading.Event()
         self.subscribed = threading.Event()
@@ -46,7 +57,11 @@ class MqttLink:
         self._stopping = False
         # A persistent session keeps QoS1 updates queued at the broker while the gateway reconnects.
         self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=paho.MQTTv311
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=paho.MQTTv311,
+            manual_ack=True,
         )
         self.client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)
         if address.username is not None:
@@ -104,9 +119,14 @@ class MqttLink:
         self.subscribed.clear()
 
     def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list, props: object) -> None:
-        refused = [r for r in reasons if getattr(r, "is_failure", False)]
-        if refused:
-            log.error("broker refused a subscription: %s (check the ACL for this gateway)", refused)
+        refused = [t for t, r in zip(self.subscriptions, reasons, strict=False) if getattr(r, "is_failure", False)]
+        for topic in refused:
+            if topic in self.optional:
+                log.warning(
+                    "broker refused the subscription to %s (the gateway's ACL needs `topic read %s`)", topic, topic
+                )
+            else:
+                log.error("broker refused the subscription to %s (check the ACL for this gateway)", topic)
         self.subscribed_at = time.monotonic()
         self.subscribed.set()
 
@@ -115,14 +135,19 @@ class MqttLink:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
+        handled: bool | None = True
         try:
             for pattern, handler in self.subscriptions.items():
                 if paho.topic_matches_sub(pattern, topic):
-                    handler(topic, bytes(msg.payload))
-                    return
+                    handled = handler(topic, bytes(msg.payload))
+                    break
         except Exception:
             self.errors += 1
             log.exception("handling a message on %r failed", topic)
+        if handled is False:
+            self.withheld += 1
+            return
+        client.ack(msg.mid, msg.qos)
 
 
 def _no_delay(client: paho.Client) -> None:

@@ -16,13 +16,16 @@ from collections.abc import Iterable
 from flcore.endpoints import BrokerAddress
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
-from flcore.messages import Status, Task
+from flcore.messages import Status, Task, Up
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
+from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
 from gateway.collector import Collector, RoundTotals, SubRound
 from gateway.journal import Journal
 from gateway.mqtt import MqttLink
+from gateway.pause import Pause
 from gateway.roster import Roster
 from gateway.settings import GatewaySettings
+from gateway.state_db import StateError
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,13 @@ class GatewayNode:
         max_bytes: int = 1 << 20,
         max_samples: int = 100_000,
         journal: Journal | None = None,
+        pause: Pause | None = None,
     ) -> None:
         self.topics = GatewayTopics(fleet, gw)
         self.quorum = quorum
         self.journal = journal
+        self.pause = pause or Pause()
+        self.broker_stats = BrokerStats()
         self.collector = Collector(self.topics, max_bytes=max_bytes, max_samples=max_samples)
         self.roster = Roster(gw)
         self.cond = threading.Condition()
@@ -56,8 +62,13 @@ class GatewayNode:
         self.link = MqttLink(
             address,
             f"iotfl-gw-{gw}",
-            {self.topics.up_wildcard: self._on_up, status_wildcard(fleet): self._on_status},
+            {
+                self.topics.up_wildcard: self._on_up,
+                status_wildcard(fleet): self._on_status,
+                DROPPED_TOPIC: self.broker_stats.on_dropped,
+            },
             on_connected=self._republish_task,
+            optional=frozenset({DROPPED_TOPIC}),
         )
 
     @classmethod
@@ -70,6 +81,7 @@ class GatewayNode:
             max_bytes=settings.max_update_bytes,
             max_samples=settings.max_samples,
             journal=journal,
+            pause=Pause(settings.pause_at),
         )
 
     def start(self, timeout: float = 10.0) -> bool:
@@ -107,6 +119,22 @@ class GatewayNode:
             self.cond.notify_all()
         if publish:
             self.publish_task(task)
+
+    def remember(self, accepted: dict[int, set[tuple[str, int]]]) -> None:
+        """Dedup keys of rounds accepted before a restart (from the journal), so redeliveries get ``duplicate``."""
+        with self.cond:
+            for rnd, keys in sorted(accepted.items()):
+                self.collector.remember(rnd, keys)
+
+    def hold_closed(self, task: Task) -> None:
+        """Judge updates against ``task``'s (round, sub) as already closed: a round forwarded before a restart.
+
+        Redeliveries of what was accepted are answered ``duplicate`` (see ``remember``), anything else ``late``.
+        """
+        with self.cond:
+            self.collector.open(SubRound(task.round, task.sub, task.base, task.spec.param_count))
+            self.collector.close()
+            self.cond.notify_all()
 
     def wait_closed(self, deadline: float, stop: threading.Event | None = None) -> str:
         """Block until the open sub-round may close; returns ``quorum``, ``all_answered``, ``deadline`` or ``stop``.
@@ -146,17 +174,34 @@ class GatewayNode:
         link = self.link
         return link.subscribed.is_set() and time.monotonic() - link.subscribed_at >= ROSTER_SETTLE
 
-    def _on_up(self, topic: str, payload: bytes) -> None:
+    def _on_up(self, topic: str, payload: bytes) -> bool:
+        """Judge one update; an accepted one is committed to the journal before its ack is published.
+
+        Returns False (withhold the PUBACK, send no ack) when the journal cannot commit: the broker redelivers the
+        message after the next reconnect and the device re-sends it, so nothing is acknowledged that could be lost.
+        """
+
+        def journal(up: Up) -> None:
+            self.pause.reached("before_journal")
+            if self.journal is not None:
+                self.journal.update(up, topic, payload)
+
         with self.cond:
-            verdict = self.collector.ingest(topic, payload)
+            try:
+                verdict = self.collector.ingest(topic, payload, before_accept=journal)
+            except StateError as exc:
+                self.collector.counters["journal_error"] += 1
+                log.error("could not journal an update on %s, not acknowledging it: %s", topic, exc)
+                return False
             if verdict is None:
-                return
+                return True
             if verdict.update is not None:
-                if self.journal is not None:
-                    self.journal.update(verdict.update.sub, topic, payload)
                 self.roster.on_update(verdict.dev)
                 self.cond.notify_all()
+        if verdict.update is not None:
+            self.pause.reached("before_ack")
         self.link.publish(self.topics.ack(verdict.dev), verdict.ack.encode())
+        return True
 
     def _on_status(self, topic: str, payload: bytes) -> None:
         dev = device_of_status(self.topics.fleet, topic)

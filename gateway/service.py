@@ -1,41 +1,68 @@
-"""The gateway service: poll the cloud, run each global round as ``gateway_rounds`` sub-rounds, post the aggregate.
+"""The gateway service: poll the cloud, run each global round as ``gateway_rounds`` sub-rounds, queue the aggregate.
 
 ``run(settings, stop)`` blocks until ``stop`` is set. Every wait is sliced so a stop is honoured within about a
-second (an HTTP request in flight may hold it for its own timeout).
+second (an HTTP request in flight may hold it for its own timeout). A closed round's ``agg`` goes into the durable
+outbox and a ``Forwarder`` thread posts it while the round loop carries on; a restarted gateway resumes the open
+round from its journal, and skips a round the outbox shows it already forwarded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from typing import Any
+
+import numpy as np
 
 from flcore.messages import Agg, Task
-from gateway.cloud_client import CloudClient, CloudError, CloudRefused, RoundInfo
+from gateway.cloud_client import CloudClient, CloudError, RoundInfo
+from gateway.forwarder import Forwarder
+from gateway.health import HealthFile, status_path
 from gateway.journal import Journal
 from gateway.local_model import LocalModel
 from gateway.node import GatewayNode
+from gateway.outbox import Outbox
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 CONNECT_WAIT = 1.0
 HTTP_TIMEOUT = 5.0
-MIN_POST_BUDGET = 10.0
+FORWARDER_JOIN = 3.0
+
+
+def model_digest(w: np.ndarray) -> str:
+    """A short fingerprint of base weights: tells a resumed round from a same-numbered round of a fresh cloud."""
+    return hashlib.sha256(np.asarray(w, dtype="<f4").tobytes()).hexdigest()[:16]
 
 
 class RoundLoop:
     """The gateway's round state machine over a ``GatewayNode`` (connected once a round opens) and a ``CloudClient``."""
 
     def __init__(
-        self, settings: GatewaySettings, node: GatewayNode, cloud: CloudClient, journal: Journal, stop: threading.Event
+        self,
+        settings: GatewaySettings,
+        node: GatewayNode,
+        cloud: CloudClient,
+        journal: Journal,
+        stop: threading.Event,
+        outbox: Outbox | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self.settings = settings
         self.node = node
         self.cloud = cloud
         self.journal = journal
         self.stop = stop
+        self.outbox = outbox or Outbox(settings.state_dir, settings.id)
+        self.forwarder = forwarder or Forwarder(
+            self.outbox, cloud, stop, pause=node.pause, on_change=self.report_health
+        )
+        self.health = HealthFile(status_path(settings.state_dir, settings.id))
         self.handled = 0
+        self.round = 0
         self.done_published = False
         self._cloud_ok: bool | None = None
         self._connected = False
@@ -43,6 +70,7 @@ class RoundLoop:
     def run(self) -> None:
         while not self.stop.is_set():
             info = self._poll()
+            self.report_health()
             if info is not None and info.state == "done":
                 if not self.done_published:
                     self.done_published = self._publish_done(info)
@@ -74,8 +102,27 @@ class RoundLoop:
             return None
         if self._cloud_ok is not True:
             log.info("cloud %s reachable: round %d %s", self.settings.cloud, info.round, info.state)
+            self.forwarder.wake()  # the cloud is back: post what waited without sitting out the backoff
         self._cloud_ok = True
         return info
+
+    def report_health(self) -> None:
+        """Refresh the status file (``gateway.health``) when something in it changed."""
+        stats = self.node.broker_stats
+        snapshot: dict[str, Any] = {
+            "gw": self.settings.id,
+            "round": self.round,
+            "mqtt_connected": self.node.link.connected.is_set(),
+            "cloud_reachable": self._cloud_ok,
+            "outbox_depth": self.outbox.depth(),
+            "outbox_oldest_s": _rounded(self.outbox.oldest_age()),
+            "broker_dropped": stats.latest,
+            "broker_dropped_seen": stats.total,
+            "forwarded": self.forwarder.delivered,
+            "refused": self.forwarder.refused,
+            "counters": dict(sorted(self.node.counters.items())),
+        }
+        self.health.update(snapshot)
 
     def run_round(self, info: RoundInfo) -> bool:
         """Run one global round; False when it should be tried again (no model yet, or stopping)."""
@@ -94,7 +141,15 @@ class RoundLoop:
                 info.layers,
             )
             return False
-        replay = self.journal.begin(info.round, info.base)
+        digest = model_digest(model.w)
+        self.round = info.round
+        forwarded = self.outbox.state_of(info.round, info.base, digest)
+        if forwarded is not None:
+            return self._hold_forwarded(info, model.w, forwarded)
+        replay = self.journal.begin(info.round, info.base, digest)
+        earlier = self.journal.accepted()
+        earlier.pop(info.round, None)  # this round's keys come back with the replayed payloads
+        self.node.remember(earlier)
         local = LocalModel(model.w)
         log.info(
             "round %d opened: base %d, %d parameters, %d sub-round(s), cloud deadline in %.1f s%s",
@@ -107,19 +162,7 @@ class RoundLoop:
         )
         for sub in range(info.gateway_rounds):
             deadline = min(info.deadline, time.time() + self.settings.round_timeout)
-            task = Task(
-                info.round,
-                info.base,
-                info.layers,
-                local.weights,
-                info.lr,
-                info.epochs,
-                info.batch,
-                info.chunk,
-                deadline,
-                info.min_battery,
-                sub=sub,
-            )
+            task = _task(info, local.weights, sub, deadline)
             journaled = replay.ups.get(sub, []) if replay else []
             if replay is not None and sub in replay.closed:
                 self.node.open_sub_round(task, journaled, publish=False)
@@ -133,16 +176,35 @@ class RoundLoop:
             total = self.node.close_sub_round()
             local.fold(total)
             log.info("round %d sub %d closed (%s): k=%d n=%d", info.round, sub, reason, total.k, total.n)
+            self.report_health()
             if time.time() >= info.deadline:
                 break
-        self._post(info, local)
+        self.node.pause.reached("before_forward", self.stop)
+        self._enqueue(info, local, digest)
         return True
 
-    def _post(self, info: RoundInfo, local: LocalModel) -> None:
+    def _hold_forwarded(self, info: RoundInfo, w: np.ndarray, state: str) -> bool:
+        """A round the outbox already holds (a restart after forwarding): answer its devices, do not run it again."""
+        log.info("round %d was forwarded before this start (%s); waiting for the next round", info.round, state)
+        self.node.remember(self.journal.accepted())
+        self.node.hold_closed(_task(info, w, info.gateway_rounds - 1, info.deadline))
+        self._ensure_connected()
+        self.forwarder.wake()
+        return True
+
+    def _enqueue(self, info: RoundInfo, local: LocalModel, digest: str) -> None:
+        """Commit the round's ``agg`` to the outbox; the forwarder posts it while the gateway carries on."""
         totals = self.node.totals
         counters = dict(sorted(self.node.counters.items()))
+        dropped = self.node.broker_stats
+        broker = "unknown" if dropped.latest is None else f"+{dropped.take()} (counter {dropped.latest})"
         if totals is None or totals.k == 0:
-            log.info("round %d closed with no accepted update; nothing to post (counters %s)", info.round, counters)
+            log.info(
+                "round %d closed with no accepted update; nothing to post (counters %s; broker dropped %s)",
+                info.round,
+                counters,
+                broker,
+            )
             return
         agg = Agg(
             self.settings.id,
@@ -155,26 +217,22 @@ class RoundLoop:
             totals.bytes_up,
             tuple(sorted(totals.devices)),
         )
-        budget = max(MIN_POST_BUDGET, 2 * self.settings.round_timeout)
-        try:
-            result = self.cloud.post(agg, time.monotonic() + budget, self.stop)
-        except CloudRefused as exc:
-            log.error("round %d: the cloud refused the aggregate: %s", info.round, exc)
-            return
-        except CloudError as exc:
-            log.error("round %d: could not post the aggregate: %s", info.round, exc)
-            return
+        self.outbox.put(agg, digest)
+        self.forwarder.wake()
         log.info(
-            "round %d posted (%s): k=%d n=%d loss=%.4f bytes_up=%d devices=%d (counters %s)",
+            "round %d closed: k=%d n=%d loss=%.4f bytes_up=%d devices=%d, queued for the cloud (outbox depth %d; "
+            "counters %s; broker dropped %s)",
             info.round,
-            result,
             agg.k,
             agg.n,
             agg.loss,
             agg.bytes_up,
             len(agg.devices),
+            self.outbox.depth(),
             counters,
+            broker,
         )
+        self.report_health()
 
     def _publish_done(self, info: RoundInfo) -> bool:
         try:
@@ -202,27 +260,56 @@ class RoundLoop:
         return True
 
 
+def _task(info: RoundInfo, w: np.ndarray, sub: int, deadline: float) -> Task:
+    return Task(
+        info.round,
+        info.base,
+        info.layers,
+        w,
+        info.lr,
+        info.epochs,
+        info.batch,
+        info.chunk,
+        deadline,
+        info.min_battery,
+        sub=sub,
+    )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def run(settings: GatewaySettings, stop: threading.Event) -> None:
     """Run the gateway until ``stop`` is set."""
     journal = Journal(settings.state_dir, settings.id)
+    outbox = Outbox(settings.state_dir, settings.id)
     node = GatewayNode.from_settings(settings, journal)
     cloud = CloudClient(settings.cloud, settings.token, timeout=HTTP_TIMEOUT)
     log.info(
-        "gateway %s (fleet %s): broker %s, cloud %s, quorum %s, round timeout %.1f s",
+        "gateway %s (fleet %s): broker %s, cloud %s, quorum %s, round timeout %.1f s, state %s (outbox depth %d)%s",
         settings.id,
         settings.fleet,
         settings.broker_address,
         settings.cloud,
         settings.quorum or "all live devices",
         settings.round_timeout,
+        journal.path,
+        outbox.depth(),
+        f", TEST HOOK pause_at={settings.pause_at}" if settings.pause_at else "",
     )
+    loop = RoundLoop(settings, node, cloud, journal, stop, outbox)
+    loop.forwarder.start()
     try:
-        RoundLoop(settings, node, cloud, journal, stop).run()
+        loop.run()
     finally:
+        stop.set()
+        loop.forwarder.join(FORWARDER_JOIN)
         node.stop()
         cloud.close()
         journal.close()
+        outbox.close()
         log.info("gateway %s stopped", settings.id)
 
 
-__all__ = ["RoundLoop", "run"]
+__all__ = ["RoundLoop", "model_digest", "run"]

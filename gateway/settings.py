@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flcore.endpoints import BrokerAddress, parse_broker_url
 from flcore.topics import check_id
+from gateway.pause import parse_pause
 
 
 class GatewaySettings(BaseSettings):
@@ -28,6 +29,8 @@ class GatewaySettings(BaseSettings):
     poll_interval: float = Field(0.5, gt=0, le=60)
     max_update_bytes: int = Field(1 << 20, ge=64)
     max_samples: int = Field(100_000, ge=1)
+    # Test hook for fault tests (gateway/pause.py): hold at a named point so a test can kill -9 there. Off when empty.
+    pause_at: str = ""
 
     @field_validator("id", "fleet")
     @classmethod
@@ -39,6 +42,12 @@ class GatewaySettings(BaseSettings):
     def _non_empty_token(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("a gateway needs the bearer token the cloud knows it by (--token or IOTFL_TOKEN)")
+        return value.strip()
+
+    @field_validator("pause_at")
+    @classmethod
+    def _pause_point(cls, value: str) -> str:
+        parse_pause(value)
         return value.strip()
 
     @field_validator("broker")

@@ -45,10 +45,13 @@ def mosquitto_config(port: int, persistence_dir: Path | None = None) -> str:
         "message_size_limit 1048576",
         # Without it every small ack waits ~40 ms for Nagle's algorithm on loopback.
         "set_tcp_nodelay true",
+        # $SYS/broker/publish/messages/dropped every second: gateways log it per round, tests compare it.
+        "sys_interval 1",
         "log_type error",
         "log_type warning",
     ]
     if persistence_dir is not None:
+        # Saved every second so a test's kill -9 loses little; production uses 10 s (deploy/mosquitto.conf).
         lines += ["persistence true", f"persistence_location {persistence_dir}/", "autosave_interval 1"]
     else:
         lines.append("persistence false")

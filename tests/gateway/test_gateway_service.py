@@ -164,7 +164,7 @@ def test_restarted_gateway_resumes_the_round_from_its_journal(
             with gateway(mosquitto, http, tmp_path / "gw0"):
                 wait_for(lambda: (1, 0) in a.sent and a.acks.qsize() == 1)
             assert a.ack().status == "accepted"
-            assert (tmp_path / "gw0" / "gw0-round-1.journal").exists()
+            assert (tmp_path / "gw0" / "gw0-state.sqlite3").exists()
             with gateway(mosquitto, http, tmp_path / "gw0"):
                 b.release.set()  # a does not resend: its update comes back from the journal
                 info = wait_for(lambda: round_closed(http, 1))
