@@ -43,7 +43,9 @@ def journal_and_outbox(gateway: GatewayProcess) -> tuple[set[str], int]:
         ("before_journal@3", 2, 0, "resuming from the journal"),
         ("before_ack@3", 3, 0, "resuming from the journal"),
         ("before_forward", DEVICES, 0, "resuming from the journal"),
-        ("before_post", DEVICES, 1, "was forwarded before this start (pending)"),
+        # the restarted forwarder delivers the pending post (whether the round loop sees the round still open or
+        # already closed depends on which thread runs first, so its own log line is no fixed mark)
+        ("before_post", DEVICES, 1, "round 1 posted (accepted)"),
     ],
 )
 def test_gateway_kill_loses_and_doubles_nothing(
@@ -75,7 +77,7 @@ def test_gateway_kill_loses_and_doubles_nothing(
         gateway.start()
         counts = check_counts(cloud, 1, fleet)
         assert counts["k"] == DEVICES, "every device re-sent until acked, so every one counts, once"
-        gateway.wait_log(after_restart, timeout=1)
+        gateway.wait_log(after_restart, timeout=5)
         if point == "before_ack":
             # the held update was journaled but never acked: after the restart its re-send is answered `duplicate`
             assert any(d.statuses(1) == {"duplicate"} for d in fleet)
