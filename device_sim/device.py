@@ -1,27 +1,28 @@
 """One simulated device: its own MQTT connection, training on its gateway's tasks, int8 updates, acks, resends.
 
-Threads: paho's network thread runs the callbacks, which only decode and record; training runs on a shared
-executor (many devices share a few cores) and a device queues at most one task, the newest, so a burst of tasks
-never piles up work that a later task has superseded. Ack deadlines are timers. One lock guards the device's state;
-paho calls are made outside it.
+Threads: the device's network thread (``NetworkLoop``: paho driven by hand, reconnecting with jittered backoff)
+runs the callbacks, which only decode and record; training runs on a shared executor (many devices share a few
+cores) and a device queues at most one task, the newest, so a burst of tasks never piles up work that a later task
+has superseded. Every sent update stays in the ``Outbox`` until its ack, across later tasks and reconnects. One lock
+guards the device's state; paho calls are made outside it.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
+import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
 
 from device_sim.battery import Battery
-from device_sim.connection import connect, make_client
+from device_sim.connection import Backoff, NetworkLoop, client_id, connect, cut, make_client
+from device_sim.outbox import Outbox, Pending
 from device_sim.policy import decide, shuffle_seed
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
@@ -36,16 +37,12 @@ log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 
-
-@dataclass
-class _Pending:
-    """An update waiting for its ack."""
-
-    seq: int
-    round: int
-    payload: bytes
-    sends: int = 1
-    timer: threading.Timer | None = None
+# A slow device (chaos ``slow-devices``) publishes this long after the task's deadline, so the update is late.
+SLOW_MARGIN = 1.0
+# Kept updates are re-sent at a random moment this many seconds after a reconnect.
+RESEND_AFTER_RECONNECT = 1.0
+# A connection that lasted this long was no kick by a client with the same id: the reconnect backoff starts over.
+STABLE_SECONDS = 10.0
 
 
 class SimDevice:
@@ -76,32 +73,45 @@ class SimDevice:
         self.report = DeviceReport(dev, gw, ram_class, len(y), battery.level)
         self.connected = threading.Event()
         self.done = threading.Event()  # set by a task with done=true
+        self.vanished = False  # chaos: gone for good without a word (see vanish())
+        self.slow = False  # chaos: every update goes out SLOW_MARGIN after the task's deadline
         self._lock = threading.Lock()
         self._stopped = False
         self._seq = 0
         self._last_key: tuple[int, int] | None = None
         self._next: Task | None = None
         self._scheduled = False
-        self._pending: _Pending | None = None
-        self._client = make_client(f"iotfl-dev-{dev}", self.address, settings.tls_ca)
+        self._delayed: set[threading.Timer] = set()
+        self.outbox = Outbox(
+            settings.ack_timeout,
+            settings.max_resends,
+            online=self.connected.is_set,
+            resend=self._resend,
+            give_up=self._gave_up,
+        )
+        self._client = make_client(client_id(settings.fleet, dev), self.address, settings.tls_ca)
         self._client.will_set(self.status_topic, self._status("offline").encode(), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        backoff = Backoff(settings.reconnect_min, settings.reconnect_max, random.Random(f"{settings.seed}:{dev}"))
+        self._net = NetworkLoop(self._client, backoff, STABLE_SECONDS, name=f"iotfl-net-{dev}")
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect (bounded retries, raises ConnectionError) and start paho's network thread."""
+        """Connect (bounded retries, raises ConnectionError) and start the network thread."""
         connect(self._client, self.address, self.settings.keepalive, self.settings.connect_retries)
-        self._client.loop_start()
+        self._net.start(connected=True)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Publish a retained ``offline`` status (a clean disconnect sends no Last Will), then disconnect."""
         with self._lock:
             already, self._stopped = self._stopped, True
-            self._cancel_pending()
+        self._quiet()
         if already:
+            if self.vanished:
+                cut(self._client, close=True)  # the run is over: let the broker see the dead link now
             return
         if self.connected.is_set():
             info = self._client.publish(self.status_topic, self._status("offline").encode(), qos=1, retain=True)
@@ -110,31 +120,42 @@ class SimDevice:
             except (RuntimeError, ValueError):
                 log.debug("%s: offline status not confirmed before disconnect", self.dev)
         self._client.disconnect()
-        self._client.loop_stop()
+        self._net.close(timeout)
+        self.connected.clear()
 
     def crash(self) -> None:
         """Fault injection: vanish without a DISCONNECT (network thread stopped, socket closed), so the broker
-        publishes the Last Will."""
+        publishes the Last Will at once."""
         with self._lock:
             self._stopped = True
-            self._cancel_pending()
-        self._client.loop_stop()
-        self._cut_socket(close=True)
+        self._quiet()
+        self._net.halt()
+        cut(self._client, close=True)
+        self.connected.clear()
+
+    def vanish(self) -> None:
+        """Fault injection (chaos ``drop-devices``): lose power mid-round. No DISCONNECT, no FIN: the TCP
+        connection stays open and silent, so the broker only notices after 1.5 × keepalive and then publishes
+        the Last Will; the gateway must close the round by quorum or deadline meanwhile."""
+        with self._lock:
+            self._stopped = True
+            self.vanished = True
+            self.report.vanished = True
+        self._quiet()
+        self._net.halt(wait=False)  # a fleet drops many at once; each thread ends within a loop slice
         self.connected.clear()
 
     def drop_connection(self) -> None:
-        """Fault injection: cut the TCP connection under paho, which then reconnects on its own."""
-        self._cut_socket(close=False)
+        """Fault injection: cut the TCP connection; the network thread reconnects after a jittered backoff."""
+        cut(self._client, close=False)
 
-    def _cut_socket(self, close: bool) -> None:
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            if close:
-                sock.close()
+    def _quiet(self) -> None:
+        """No more sends: stop the ack timers and the delayed publishes of a slow device."""
+        self.outbox.close()
+        with self._lock:
+            delayed, self._delayed = self._delayed, set()
+        for timer in delayed:
+            timer.cancel()
 
     # -- paho callbacks (network thread) ----------------------------------------------------------------------
 
@@ -144,13 +165,18 @@ class SimDevice:
             return
         client.publish(self.status_topic, self._status("online").encode(), qos=1, retain=True)
         client.subscribe([(self.topics.task, 1), (self.topics.ack(self.dev), 1)])
+        with self._lock:
+            self.report.connects += 1
         self.connected.set()
+        # Acks published while this clean session was away are gone, and a restarted broker may have lost what
+        # it acknowledged: re-send what is kept, spread over the next second (after the SUBACK, so acks arrive).
+        self.outbox.rearm(within=RESEND_AFTER_RECONNECT)
         self._emit({"event": "connected", "dev": self.dev})
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected.clear()
         if not self._stopped:
-            log.info("%s: disconnected (%s); paho reconnects", self.dev, reason)
+            log.info("%s: disconnected (%s); reconnecting with backoff", self.dev, reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # An exception escaping a callback would end paho's network thread: contain it here.
@@ -174,14 +200,13 @@ class SimDevice:
             if self._stopped or self.done.is_set():
                 return
             if task.done:
-                self._cancel_pending()
                 self.done.set()
             else:
                 key = (task.round, task.sub)
                 if self._last_key is not None and key <= self._last_key:
                     return  # a redelivery (retained, on reconnect) of a task already handled
                 self._last_key = key
-                self._cancel_pending()  # an unacked update of an older task is moot now
+                # Updates of older tasks stay in the outbox: the gateway answers them late or duplicate.
                 self._next = task
                 schedule, self._scheduled = not self._scheduled, True
         if task.done:
@@ -199,12 +224,11 @@ class SimDevice:
         except WireError as exc:
             self._bad("ack", exc)
             return
+        if ack.seq is None or self.outbox.settle(ack.seq) is None:
+            return  # an ack for an update already settled (a re-send's second answer) or never sent
         with self._lock:
-            pending = self._pending
-            if pending is None or ack.seq != pending.seq:
-                return  # an ack for an update already settled or superseded
-            self._cancel_pending()
             self.report.acks[ack.status] = self.report.acks.get(ack.status, 0) + 1
+            self.report.settle(ack.seq, ack.status)
         if ack.status == "rejected":
             log.warning("%s: update seq %d of round %s rejected: %s", self.dev, ack.seq, ack.round, ack.reason)
         self._emit(
@@ -289,13 +313,17 @@ class SimDevice:
             up = Up(
                 self.dev, task.round, task.base, len(self.y), loss, self._seq, task.chunk, scales, q, task.sub, meta
             )
-            payload = up.encode()
-            pending = self._pending = _Pending(up.seq, task.round, payload)
+            pending = Pending(up.seq, task.round, task.sub, up.encode())
             self.report.trainings += 1
-            self._count_send(payload)
             self._record_round(task.round, trained=True)
-        self._client.publish(self.topics.up(self.dev), payload, qos=1)
-        self._arm(pending)
+            delay = task.deadline + SLOW_MARGIN - time.time() if self.slow else 0.0
+            if delay > 0:
+                timer = threading.Timer(delay, self._send, args=(pending,))
+                timer.daemon = True
+                self._delayed.add(timer)
+                timer.start()
+        if delay <= 0:
+            self._send(pending)
         self._emit(
             {
                 "event": "up",
@@ -305,63 +333,45 @@ class SimDevice:
                 "seq": up.seq,
                 "loss": loss,
                 "train_ms": train_ms,
-                "bytes": len(payload),
+                "bytes": len(pending.payload),
                 "battery": self.battery.level,
+                "delay": round(max(delay, 0.0), 3),
             }
         )
 
-    def _arm(self, pending: _Pending) -> None:
-        timer = threading.Timer(self.settings.ack_timeout, self._on_ack_timeout, args=(pending.seq,))
-        timer.daemon = True
+    def _send(self, pending: Pending) -> None:
+        """First send of an update; it stays in the outbox until its ack."""
         with self._lock:
-            if self._pending is not pending:
-                return  # settled before the timer was armed
-            pending.timer = timer
-        timer.start()
-
-    def _on_ack_timeout(self, seq: int) -> None:
-        with self._lock:
-            pending = self._pending
-            if pending is None or pending.seq != seq or self._stopped:
+            self._delayed = {t for t in self._delayed if t is not threading.current_thread()}
+            if self._stopped:
                 return
-            if pending.sends > self.settings.max_resends:
-                self._pending = None
-                self.report.unacked += 1
-                gave_up = True
-            else:
-                gave_up = False
-                pending.sends += 1
-                self.report.resends += 1
-                self.battery.spend_message()
-                self._count_send(pending.payload)
-        if gave_up:
-            log.warning("%s: no ack for seq %d after %d sends; giving up", self.dev, seq, pending.sends)
-            self._emit({"event": "gave_up", "dev": self.dev, "round": pending.round, "seq": seq})
-            return
-        log.info("%s: no ack for seq %d within %.1f s; re-sending", self.dev, seq, self.settings.ack_timeout)
+            self._count_send(pending.payload)
+            self.report.updates.append([pending.round, pending.sub, pending.seq, None])
+        self.outbox.add(pending)
         self._client.publish(self.topics.up(self.dev), pending.payload, qos=1)
-        self._arm(pending)
-        self._emit({"event": "resend", "dev": self.dev, "round": pending.round, "seq": seq})
+
+    def _resend(self, pending: Pending) -> None:
+        """The outbox's ack timer ran out while online: the same bytes (same ``seq``) again."""
+        with self._lock:
+            if self._stopped:
+                return
+            self.report.resends += 1
+            self.battery.spend_message()
+            self._count_send(pending.payload)
+        self._client.publish(self.topics.up(self.dev), pending.payload, qos=1)
+        self._emit({"event": "resend", "dev": self.dev, "round": pending.round, "seq": pending.seq})
+
+    def _gave_up(self, pending: Pending) -> None:
+        with self._lock:
+            self.report.unacked += 1
+        log.warning("%s: no ack for seq %d after %d sends; giving up", self.dev, pending.seq, pending.sends)
+        self._emit({"event": "gave_up", "dev": self.dev, "round": pending.round, "seq": pending.seq})
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
     def _status(self, state: str, **extra: Any) -> Status:
-        return Status(
-            self.dev,
-            state,
-            battery=round(self.battery.level, 4),
-            rssi=self.rssi,
-            ram_class=self.ram_class,
-            fw=self.settings.fw,
-            gw=self.gw,
-            **extra,
-        )
-
-    def _cancel_pending(self) -> None:
-        """Drop the update awaiting an ack (caller holds the lock)."""
-        if self._pending is not None and self._pending.timer is not None:
-            self._pending.timer.cancel()
-        self._pending = None
+        level, ram, fw = round(self.battery.level, 4), self.ram_class, self.settings.fw
+        return Status(self.dev, state, battery=level, rssi=self.rssi, ram_class=ram, fw=fw, gw=self.gw, **extra)
 
     def _count_send(self, payload: bytes) -> None:
         self.report.ups += 1

@@ -2,8 +2,9 @@
 
 Progress events passed to ``progress`` (called from paho and training threads, so keep it quick and thread-safe):
 ``connected`` / ``skip`` / ``up`` / ``ack`` / ``resend`` / ``gave_up`` / ``done`` from each device (with ``dev``),
-plus ``fleet_connected`` (``connected``, ``devices``) once the connections are up and ``fleet_finished``
-(``seconds``, ``stopped``) at the end.
+plus ``fleet_connected`` (``connected``, ``devices``) once the connections are up, ``chaos`` for each device fault
+injected (``settings.chaos``, see ``device_sim.chaos``) and ``fleet_finished`` (``seconds``, ``stopped``) at the end.
+Devices that a ``drop-devices`` fault made vanish are not waited for.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from device_sim.battery import Battery
+from device_sim.chaos import FleetChaos
 from device_sim.device import SimDevice
 from device_sim.population import build_population
 from device_sim.report import FleetReport
@@ -58,6 +60,14 @@ def run_fleet(
             except Exception:
                 log.exception("progress callback failed on %s", event.get("event"))
 
+    chaos = FleetChaos(settings.chaos_plan(), settings.seed, emit)
+
+    def on_event(event: dict[str, Any]) -> None:
+        chaos.observe(event)
+        emit(event)
+
+    slow = chaos.initially_slow([p.dev for p in profiles])
+    finished = False
     try:
         for p in profiles:
             if stop.is_set():
@@ -72,8 +82,9 @@ def run_fleet(
                 settings=settings,
                 pool=pool,
                 rssi=p.rssi,
-                on_event=progress,
+                on_event=on_event,
             )
+            device.slow = p.dev in slow
             device.start()
             devices.append(device)
             if settings.connect_stagger:
@@ -96,13 +107,15 @@ def run_fleet(
             parse_broker_url(settings.broker),
         )
         emit({"event": "fleet_connected", "connected": up, "devices": len(devices)})
-        finished = _wait(lambda: all(d.done.is_set() for d in devices), stop, end, step=0.2)
+        chaos.start(devices)
+        finished = _wait(lambda: all(d.done.is_set() or d.vanished for d in devices), stop, end, step=0.2)
     finally:
+        chaos.stop()
         _stop_all(devices)
         pool.shutdown(wait=True, cancel_futures=True)
     seconds = time.monotonic() - started
     emit({"event": "fleet_finished", "seconds": seconds, "stopped": not finished})
-    return FleetReport([d.report for d in devices], seconds, stopped=not finished)
+    return FleetReport([d.report for d in devices], seconds, stopped=not finished, chaos=chaos.events)
 
 
 def _stop_all(devices: list[SimDevice]) -> None:

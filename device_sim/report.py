@@ -10,7 +10,8 @@ import numpy as np
 
 @dataclass
 class DeviceReport:
-    """What one device did; ``battery_by_round`` maps a round to (level after it, trainings in it)."""
+    """What one device did; ``battery_by_round`` maps a round to (level after it, trainings in it); ``updates``
+    lists each update sent as ``[round, sub, seq, ack status or None]`` (what the chaos ledger checks)."""
 
     dev: str
     gw: str
@@ -25,7 +26,18 @@ class DeviceReport:
     acks: dict[str, int] = field(default_factory=dict)
     unacked: int = 0
     bad_messages: int = 0
+    connects: int = 0
+    vanished: bool = False
     battery_by_round: dict[int, tuple[float, int]] = field(default_factory=dict)
+    updates: list[list[Any]] = field(default_factory=list)
+
+    def settle(self, seq: int, status: str) -> None:
+        """Record the ack status of the update ``seq`` (its first answer)."""
+        for entry in reversed(self.updates):
+            if entry[2] == seq:
+                if entry[3] is None:
+                    entry[3] = status
+                return
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -40,6 +52,7 @@ class FleetReport:
     devices: list[DeviceReport]
     seconds: float
     stopped: bool  # True when ended by ``stop`` or ``run_timeout`` rather than by done=true
+    chaos: list[dict[str, Any]] = field(default_factory=list)  # device faults injected, in order
 
     @property
     def bytes_up(self) -> int:
@@ -83,6 +96,7 @@ class FleetReport:
             "skips": self.skips,
             "bytes_up": self.bytes_up,
             "battery_by_round": {str(r): v for r, v in self.battery_by_round.items()},
+            "chaos": self.chaos,
             "per_device": [
                 {
                     "dev": d.dev,
@@ -97,6 +111,9 @@ class FleetReport:
                     "bytes_up": d.bytes_up,
                     "acks": d.acks,
                     "unacked": d.unacked,
+                    "connects": d.connects,
+                    "vanished": d.vanished,
+                    "updates": d.updates,
                 }
                 for d in self.devices
             ],

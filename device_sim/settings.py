@@ -6,6 +6,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from device_sim.battery import BatteryModel, Profile
+from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.resources import RAM_CLASSES
 from flcore.topics import check_id
 
@@ -59,12 +60,22 @@ class FleetSettings(BaseSettings):
     keepalive: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds (the broker's LWT delay).")
     connect_stagger: float = Field(0.005, ge=0, le=5, description="Seconds between two device connections.")
     connect_retries: int = Field(5, ge=0, le=100, description="Connection attempts per device beyond the first.")
+    reconnect_min: float = Field(
+        0.5, gt=0, le=60, description="First reconnect window (s): a lost connection is retried after U(0, this)."
+    )
+    reconnect_max: float = Field(
+        15.0, gt=0, le=600, description="Largest reconnect window (s); windows double from reconnect_min up to it."
+    )
     connect_timeout: float = Field(20.0, gt=0, description="Seconds the fleet waits for every device's CONNACK.")
     run_timeout: float | None = Field(
         None, gt=0, description="Give up after this many seconds (None: run until done=true or a stop)."
     )
     fw: str = Field("sim-0.1.0", description="Firmware version the devices report.")
     tls_ca: str | None = Field(None, description="CA file for mqtts:// (default: the system's trust store).")
+    chaos: str | None = Field(
+        None, description="Device faults to inject, e.g. 'drop-devices:30%@round3,slow-devices:20%' (flcore.chaos)."
+    )
+    rounds: int = Field(20, ge=1, description="Rounds of the run (the cloud's --rounds): places @F chaos triggers.")
 
     @field_validator("fleet")
     @classmethod
@@ -81,12 +92,32 @@ class FleetSettings(BaseSettings):
             raise ValueError("RAM class shares must be >= 0 with a positive sum")
         return value
 
+    @field_validator("chaos")
+    @classmethod
+    def _chaos(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        plan = parse_chaos(value)
+        foreign = plan.for_demo()
+        if foreign:
+            raise ValueError(
+                f"{foreign} is a process fault: only `iotfl demo --chaos`, which owns the processes, injects it; "
+                "the fleet injects drop-devices and slow-devices"
+            )
+        return str(plan)
+
     @model_validator(mode="after")
     def _start_range(self) -> FleetSettings:
         lo, hi = self.battery_start
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"battery_start must satisfy 0 <= low <= high <= 1, got {self.battery_start}")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be >= reconnect_min")
         return self
+
+    def chaos_plan(self) -> ChaosPlan:
+        """The device faults with their triggers as absolute rounds of a ``rounds``-round run."""
+        return parse_chaos(self.chaos or "").resolved(self.rounds)
 
     def battery_model(self) -> BatteryModel:
         return BatteryModel(

@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.datasets import Dataset
 from iotfl.broker import free_port, start_broker
+from iotfl.chaos import ProcessChaos, chaos_section, check_plan, load_aggregates, reconcile
 from iotfl.stack import Stack, StackError, wait_for_devices, wait_for_exit, wait_healthy
 from iotfl.status import history_table
 
@@ -50,6 +52,25 @@ class DemoSettings(BaseSettings):
     epochs: int | None = Field(None, ge=1)
     batch: int | None = Field(None, ge=1)
     round_timeout: float = Field(30.0, gt=0)
+    chaos: str | None = None
+
+    @field_validator("chaos")
+    @classmethod
+    def _chaos(cls, value: str | None) -> str | None:
+        return str(parse_chaos(value)) if value and value.strip() else None
+
+    @model_validator(mode="after")
+    def _chaos_fits(self) -> DemoSettings:
+        check_plan(self.chaos_plan(), self.rounds, self.gateways, self.owns_broker)
+        return self
+
+    @property
+    def owns_broker(self) -> bool:
+        return self.broker in ("auto", "embedded", "mosquitto")
+
+    def chaos_plan(self) -> ChaosPlan:
+        """The faults to inject, each at an absolute round of this run."""
+        return parse_chaos(self.chaos or "").resolved(self.rounds)
 
     def training(self) -> tuple[float, int, int]:
         lr, epochs, batch = TRAINING_DEFAULTS.get(self.dataset, CSV_DEFAULTS)
@@ -59,8 +80,11 @@ class DemoSettings(BaseSettings):
 def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tuple[Stack, str, Path]:
     """Start broker, cloud, gateways and fleet; returns the stack, the cloud URL and the fleet report path."""
     stack = Stack(workdir)
-    if settings.broker in ("auto", "embedded", "mosquitto"):
-        stack.broker = start_broker(prefer=settings.broker, workdir=workdir / "broker")
+    plan = settings.chaos_plan()
+    if settings.owns_broker:
+        # kill-broker restarts it from its persistence file, as a supervised production broker would.
+        persistent = "kill-broker" in plan.kinds()
+        stack.broker = start_broker(prefer=settings.broker, workdir=workdir / "broker", persistent=persistent)
         broker_url = stack.broker.url
         console.print(f"broker: {stack.broker.kind} at {broker_url}")
     else:
@@ -118,8 +142,11 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             "--battery" if settings.battery else "--no-battery",
             "--report",
             str(report),
+            *(["--chaos", str(plan.for_fleet())] if plan.for_fleet() else []),
             *common,
         ],
+        # The fleet's share of the plan only: an IOTFL_CHAOS meant for the demo would name process faults.
+        env={"IOTFL_CHAOS": str(plan.for_fleet())},
     )
     # Gateways start once the fleet is online, so round 1 counts every device instead of the first few.
     with console.status(f"waiting for {settings.devices} devices to come online"):
@@ -249,6 +276,18 @@ def build_report(
     return report
 
 
+def print_chaos(chaos: dict[str, Any], console: Console) -> None:
+    for event in chaos["injected"]:
+        at = f"{event['t']:7.1f} s" if "t" in event else "   never"
+        console.print(f"chaos {at}  {event['fault']}: {event.get('what', 'not injected (its round never came)')}")
+    verdict = "[bold green]nothing lost[/]" if not chaos["lost"] and not chaos["double"] else "[bold red]BROKEN[/]"
+    console.print(
+        f"chaos ledger: devices saw {chaos['accepted_seen_by_devices']} updates accepted "
+        f"({chaos['acks_seen_by_devices']}), the cloud counted k={chaos['cloud_k']}; "
+        f"lost {chaos['lost']}, double {chaos['double']}: {verdict}"
+    )
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     rows = [{**r} for r in report["rounds"]]
     console.print(history_table(rows, title="iotfl demo"))
@@ -276,10 +315,20 @@ def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix="iotfl-demo-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
     stack: Stack | None = None
+    chaos: ProcessChaos | None = None
     failed = True
+    started = time.time()
     try:
         stack, cloud_url, fleet_path = start_stack(settings, workdir, console)
+        plan = settings.chaos_plan()
+        if plan:
+            broker_url = stack.broker.url if stack.broker is not None else settings.broker
+            chaos = ProcessChaos(plan.for_demo(), stack, broker_url, cloud_url)
+            chaos.start()
+            console.print(f"chaos armed: {plan}")
         status, seconds = follow_rounds(settings, stack, cloud_url, console)
+        if chaos is not None:
+            chaos.stop()
         wait_for_exit(stack, "fleet", timeout=30)
         fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
         stack.stop()
@@ -290,11 +339,20 @@ def run_demo(
             centralized = train_centralized(dataset, seed=settings.seed)
         report = build_report(settings, dataset, status, seconds, fleet, centralized)
         print_report(report, console)
+        broken = False
+        if chaos is not None:
+            ledger = reconcile(
+                (fleet or {}).get("per_device", []), load_aggregates(workdir / "cloud.db"), settings.gateway_rounds
+            )
+            section = chaos_section(plan, chaos.events, (fleet or {}).get("chaos", []), ledger, started)
+            report["chaos"] = section
+            print_chaos(section, console)
+            broken = bool(ledger.lost or ledger.double)
         if json_path is not None:
             json_path.write_text(json.dumps(report, indent=2))
             console.print(f"report written to {json_path}")
-        failed = False
-        return 0
+        failed = broken
+        return 1 if broken else 0
     except StackError as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         return 1
@@ -302,6 +360,8 @@ def run_demo(
         console.print("interrupted: stopping every part of the stack")
         return 130
     finally:
+        if chaos is not None:
+            chaos.stop(restore=False)  # a no-op after a normal end (stopped above)
         if stack is not None:
             stack.stop()
         if own_dir and not failed:

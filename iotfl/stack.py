@@ -1,4 +1,8 @@
-"""The demo's child processes: spawn them, watch them, stop them newest first, and wait for what they serve."""
+"""The demo's child processes: spawn them, watch them, stop them newest first, and wait for what they serve.
+
+For fault injection (``iotfl.chaos``) a part can be killed (``kill -9``), stopped, frozen (SIGSTOP) and brought
+back with the same command line, state and port; while a part is down on purpose ``check_alive`` leaves it be.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from iotfl.broker import Broker
+from iotfl.broker import Broker, start_broker
+
+BROKER = "broker"  # the broker's name in ``Stack.down``
 
 
 class StackError(RuntimeError):
@@ -26,6 +32,8 @@ class Child:
     name: str
     proc: subprocess.Popen
     log: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -36,36 +44,132 @@ class Child:
 
 @dataclass
 class Stack:
-    """The demo's child processes; ``stop()`` ends them newest first."""
+    """The demo's child processes; ``stop()`` ends them newest first. Safe to drive from a chaos thread."""
 
     workdir: Path
     broker: Broker | None = None
     children: list[Child] = field(default_factory=list)
+    down: set[str] = field(default_factory=set)  # parts taken down on purpose, not failures
+    frozen: set[str] = field(default_factory=set)  # parts stopped with SIGSTOP
+    stopping: bool = False  # set by stop(): a late restart from a chaos thread must not leave an orphan
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None, append: bool = False) -> Child:
         log = self.workdir / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "iotfl", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
-            )
-        child = Child(name, proc, log)
-        self.children.append(child)
+        with self._lock:  # held across Popen, so stop() cannot miss a child a chaos thread is starting
+            if self.stopping:
+                raise StackError(f"not starting {name}: the demo is stopping")
+            with open(log, "ab" if append else "wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "iotfl", *args],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, **(env or {})},
+                    start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
+                )
+            child = Child(name, proc, log, list(args), env)
+            at = next((i for i, c in enumerate(self.children) if c.name == name), None)
+            if at is None:
+                self.children.append(child)
+            else:  # a restart keeps its place in the stop order
+                self.children[at] = child
         return child
 
+    def child(self, name: str) -> Child:
+        with self._lock:
+            found = next((c for c in self.children if c.name == name), None)
+        if found is None:
+            raise StackError(f"the demo has no part named {name!r}")
+        return found
+
     def check_alive(self, expected_exit: frozenset[str] = frozenset()) -> None:
-        for child in self.children:
+        with self._lock:
+            children, down, broker = list(self.children), set(self.down), self.broker
+        for child in children:
             code = child.proc.poll()
+            if child.name in down:
+                continue
             if code is not None and not (code == 0 and child.name in expected_exit):
                 raise StackError(f"{child.name} exited with code {code}; last lines of {child.log}:\n{child.tail()}")
-        if self.broker is not None and self.broker.proc.poll() is not None:
-            raise StackError(f"the broker exited; see {self.broker.workdir / 'broker.log'}")
+        if broker is not None and BROKER not in down and broker.proc.poll() is not None:
+            raise StackError(f"the broker exited; see {broker.workdir / 'broker.log'}")
+
+    # -- faults (iotfl.chaos) ------------------------------------------------------------------------------------
+
+    def kill(self, name: str) -> int:
+        """``kill -9`` a part (no clean shutdown, like a power cut); returns its pid."""
+        with self._lock:
+            child = self.child(name)
+            self.down.add(name)
+        child.proc.kill()
+        child.proc.wait(10)
+        return int(child.proc.pid)
+
+    def terminate(self, name: str, timeout: float = 10.0) -> int:
+        """Stop a part cleanly (SIGTERM; SIGKILL after ``timeout``); returns its pid."""
+        with self._lock:
+            child = self.child(name)
+            self.down.add(name)
+        child.proc.send_signal(signal.SIGTERM)
+        try:
+            child.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait(5)
+        return int(child.proc.pid)
+
+    def restart(self, name: str) -> Child:
+        """Start a part again with the same command line and environment (its log continues)."""
+        old = self.child(name)
+        child = self.spawn(name, old.args, old.env, append=True)
+        with self._lock:
+            self.down.discard(name)
+        return child
+
+    def freeze(self, name: str) -> int:
+        """SIGSTOP a part: its sockets stay open and silent, like a dead uplink."""
+        child = self.child(name)
+        with self._lock:
+            self.frozen.add(name)
+        child.proc.send_signal(signal.SIGSTOP)
+        return int(child.proc.pid)
+
+    def thaw(self, name: str) -> None:
+        child = self.child(name)
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGCONT)
+        with self._lock:
+            self.frozen.discard(name)
+
+    def kill_broker(self) -> int:
+        if self.broker is None:
+            raise StackError("the demo does not own the broker (--broker URL): it cannot kill it")
+        with self._lock:
+            self.down.add(BROKER)
+        self.broker.kill()
+        return int(self.broker.proc.pid)
+
+    def restart_broker(self) -> Broker:
+        """The same broker again on the same port and work dir (so the same persistence file)."""
+        if self.broker is None:
+            raise StackError("the demo does not own the broker")
+        old = self.broker
+        prefer = "embedded" if old.kind == "amqtt" else "mosquitto"
+        with self._lock:
+            if self.stopping:
+                raise StackError("not restarting the broker: the demo is stopping")
+            broker = start_broker(port=old.port, prefer=prefer, workdir=old.workdir, persistent=True)
+            self.broker = broker
+            self.down.discard(BROKER)
+        return broker
 
     def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self.stopping = True
+            frozen = list(self.frozen)
+        for name in frozen:  # a stopped process would sit on SIGTERM until SIGKILL
+            self.thaw(name)
         for child in reversed(self.children):
             if child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
@@ -132,8 +236,8 @@ def wait_for_devices(broker_url: str, fleet: str, expected: int, stack: Stack, t
         with lock:
             return len(online)
     finally:
+        client.disconnect()  # first: it wakes paho's thread, so loop_stop returns at once
         client.loop_stop()
-        client.disconnect()
 
 
 def wait_for_exit(stack: Stack, name: str, timeout: float) -> None:
