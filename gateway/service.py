@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 CONNECT_WAIT = 1.0
 HTTP_TIMEOUT = 5.0
 FORWARDER_JOIN = 3.0
+# A round with less time than this before it must close is sat out rather than opened for nothing.
+MIN_OPEN = 1.0
 
 
 def model_digest(w: np.ndarray) -> str:
@@ -147,6 +149,16 @@ class RoundLoop:
         if forwarded is not None:
             return self._hold_forwarded(info, model.w, forwarded)
         replay = self.journal.begin(info.round, info.base, digest)
+        close_by = info.deadline - self.settings.forward_margin
+        if replay is None and close_by - time.time() < MIN_OPEN:
+            # Too late to collect and still forward in time: updates acked now would miss the cloud's round.
+            log.warning(
+                "round %d: %.1f s left before the cloud's deadline; not opening it (forward margin %.1f s)",
+                info.round,
+                info.deadline - time.time(),
+                self.settings.forward_margin,
+            )
+            return True
         earlier = self.journal.accepted()
         earlier.pop(info.round, None)  # this round's keys come back with the replayed payloads
         self.node.remember(earlier)
@@ -161,7 +173,7 @@ class RoundLoop:
             " (resuming from the journal)" if replay else "",
         )
         for sub in range(info.gateway_rounds):
-            deadline = min(info.deadline, time.time() + self.settings.round_timeout)
+            deadline = min(close_by, time.time() + self.settings.round_timeout)
             task = _task(info, local.weights, sub, deadline)
             journaled = replay.ups.get(sub, []) if replay else []
             if replay is not None and sub in replay.closed:
@@ -177,7 +189,7 @@ class RoundLoop:
             local.fold(total)
             log.info("round %d sub %d closed (%s): k=%d n=%d", info.round, sub, reason, total.k, total.n)
             self.report_health()
-            if time.time() >= info.deadline:
+            if time.time() >= close_by:
                 break
         self.node.pause.reached("before_forward", self.stop)
         self._enqueue(info, local, digest)

@@ -25,6 +25,9 @@ class GatewaySettings(BaseSettings):
     fleet: str = "default"
     quorum: int = Field(0, ge=0)
     round_timeout: float = Field(30.0, gt=0)
+    # An aggregate posted at the cloud's deadline arrives after the round closed and its acked updates would be
+    # lost; closing this much earlier leaves time for the post.
+    forward_margin: float = Field(2.0, ge=0, le=3600)
     state_dir: Path = Path(".")
     poll_interval: float = Field(0.5, gt=0, le=60)
     max_update_bytes: int = Field(1 << 20, ge=64)

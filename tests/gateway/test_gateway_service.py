@@ -172,3 +172,26 @@ def test_restarted_gateway_resumes_the_round_from_its_journal(
         finally:
             a.close()
             b.close()
+
+
+def test_gateway_closes_its_round_a_margin_before_the_clouds_deadline(
+    mosquitto: Broker, tmp_path: Path, dataset: Dataset
+) -> None:
+    # The cloud's round (8 s) is shorter than the gateway's own timeout (20 s): the gateway must close 2 s (its
+    # forward margin) before the cloud does, so its aggregate is not refused as late with acked updates in it.
+    with cloud(tmp_path, dataset, rounds=1, round_timeout=8.0) as http:
+        a = Follower(mosquitto.url, "a", 10)
+        b = Follower(mosquitto.url, "b", 20, hold=True)  # never answers: only the deadline closes the round
+        try:
+            with gateway(mosquitto, http, tmp_path / "gw0"):
+                wait_for(lambda: (1, 0) in a.sent)
+                cloud_deadline = http.get("/api/v1/rounds/current").json()["deadline"]
+                task = a._pending
+                assert task is not None and task.round == 1
+                assert task.deadline == pytest.approx(cloud_deadline - 2.0, abs=0.05)
+                info = wait_for(lambda: round_closed(http, 1), timeout=20)
+            assert info["gateways"]["gw0"]["k"] == 1 and info["n"] == 10  # a's acked update counted
+            assert a.ack().status == "accepted"
+        finally:
+            a.close()
+            b.close()
