@@ -100,26 +100,8 @@ def test_three_round_demo_learns_and_every_rest_path_answers(mosquitto, tmp_path
 
 def test_demo_command_writes_the_report(mosquitto, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "iotfl",
-        "demo",
-        "--devices",
-        "8",
-        "--gateways",
-        "2",
-        "--rounds",
-        "2",
-        "--dataset",
-        "sensors",
-        "--broker",
-        mosquitto.url,
-        "--json",
-        str(out),
-        "--workdir",
-        str(tmp_path / "w"),
-    ]
+    flags = "--devices 8 --gateways 2 --rounds 2 --dataset sensors"
+    cmd = demo_cmd(flags, "--broker", mosquitto.url, "--json", str(out), "--workdir", str(tmp_path / "w"))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -141,24 +123,8 @@ def test_demo_command_writes_the_report(mosquitto, tmp_path: Path) -> None:
 
 
 def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "iotfl",
-        "demo",
-        "--devices",
-        "6",
-        "--gateways",
-        "2",
-        "--rounds",
-        "2",
-        "--dataset",
-        "sensors",
-        "--broker",
-        "embedded",
-        "--json",
-        str(tmp_path / "r.json"),
-    ]
+    flags = "--devices 6 --gateways 2 --rounds 2 --dataset sensors --broker embedded"
+    cmd = demo_cmd(flags, "--json", str(tmp_path / "r.json"))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "broker: amqtt" in done.stdout
@@ -167,22 +133,7 @@ def test_demo_runs_on_the_embedded_broker(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_every_part_of_the_demo(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    cmd = [
-        sys.executable,
-        "-m",
-        "iotfl",
-        "demo",
-        "--devices",
-        "6",
-        "--gateways",
-        "2",
-        "--rounds",
-        "500",
-        "--dataset",
-        "sensors",
-        "--workdir",
-        str(workdir),
-    ]
+    cmd = demo_cmd("--devices 6 --gateways 2 --rounds 500 --dataset sensors", "--workdir", str(workdir))
     demo = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -201,6 +152,11 @@ def test_ctrl_c_stops_every_part_of_the_demo(tmp_path: Path) -> None:
     left = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True)
     assert left.stdout.strip() == "", f"still running: {left.stdout}"
     assert "stopped" in _read(workdir / "gw1.log")
+
+
+def demo_cmd(flags: str, *args: str) -> list[str]:
+    """``iotfl demo`` with ``flags`` (split on spaces) and ``args``, run as a user would: its own process."""
+    return [sys.executable, "-m", "iotfl", "demo", *flags.split(), *args]
 
 
 def _read(path: Path) -> str:
