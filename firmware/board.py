@@ -12,20 +12,11 @@ peak = 0
 _EPOCH_2000 = 946684800
 
 
-def ticks_ms():
-    return time.ticks_ms()
-
-
-def ticks_diff(a, b):
-    return time.ticks_diff(a, b)
-
-
-def ticks_add(t, delta):
-    return time.ticks_add(t, delta)
-
-
-def sleep_ms(ms):
-    time.sleep_ms(ms)
+# bound names, not wrappers: each function object would cost heap in every phase
+ticks_ms = time.ticks_ms
+ticks_diff = time.ticks_diff
+ticks_add = time.ticks_add
+sleep_ms = time.sleep_ms
 
 
 def _jitter(ms):

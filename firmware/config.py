@@ -1,8 +1,6 @@
 # config.json: load, fill defaults, validate. `iotfl provision device` writes the file; see docs/firmware.md.
 import json
 
-PATH = "config.json"
-
 # Training RAM per class in bytes, as in flcore/resources.py (class0 never trains).
 RAM_CLASSES = {"class0": 0, "class1": 10 * 1024, "class2": 50 * 1024, "constrained": 256 * 1024}
 
@@ -26,18 +24,21 @@ _DEFAULTS = {
     "seed": 0,
     "debug": False,
 }
-_BROKER = {"port": 1883, "user": None, "password": None, "tls": False, "ca": None, "keepalive": 60}
-_SLEEP = {
-    "deep": True,  # deep sleep between rounds (battery boards); False stays connected (mains power)
-    "min_ms": 5000,
-    "max_ms": 3600000,
-    "default_ms": 60000,  # when the clock is unknown, or no task came
-    "listen_ms": 3000,  # after answering, how long to wait for the next task before sleeping
-    "margin_ms": 2000,  # wake this long after the deadline, when the next round has opened
-    "done_ms": 3600000,
-    "retry_ms": 30000,  # after Wi-Fi / broker failures
+# the nested objects' defaults: broker, sleep, ota (module-level names are interned for good on the board, so few)
+_NESTED = {
+    "broker": {"port": 1883, "user": None, "password": None, "tls": False, "ca": None, "keepalive": 60},
+    "sleep": {
+        "deep": True,  # deep sleep between rounds (battery boards); False stays connected (mains power)
+        "min_ms": 5000,
+        "max_ms": 3600000,
+        "default_ms": 60000,  # when the clock is unknown, or no task came
+        "listen_ms": 3000,  # after answering, how long to wait for the next task before sleeping
+        "margin_ms": 2000,  # wake this long after the deadline, when the next round has opened
+        "done_ms": 3600000,
+        "retry_ms": 30000,  # after Wi-Fi / broker failures
+    },
+    "ota": {"key": None, "max_boots": 3, "chunk_timeout_ms": 5000},
 }
-_OTA = {"key": None, "max_boots": 3, "chunk_timeout_ms": 5000}
 
 
 class ConfigError(ValueError):
@@ -48,31 +49,29 @@ def _is_id(value):
     if not isinstance(value, str) or not 1 <= len(value) <= 64:
         return False
     for ch in value:
-        if not (ch.isalpha() or ch.isdigit() or ch in "_-") or ord(ch) > 127:
+        if not (ch.isalpha() or ch.isdigit() or ch == "_" or ch == "-") or ord(ch) > 127:
             return False
     return True
 
 
-def _merge(defaults, given, where):
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise ConfigError(where + " must be an object")
-    out = dict(defaults)
-    out.update(given)
+def _merge(default, value, key):
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(key + " must be an object")
+    out = dict(default)
+    out.update(value)
     return out
 
 
-def _int(cfg, key, lo, hi, where=""):
+def _num(cfg, key, lo, hi, where="", kind=float):
+    """cfg[key] is a number (an integer when kind is int) in lo..hi; where: the enclosing object's name."""
     value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{where}{key} must be an integer in {lo}..{hi}, got {value!r}")
-
-
-def _num(cfg, key, lo, hi, where=""):
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ConfigError(f"{where}{key} must be a number in {lo}..{hi}, got {value!r}")
+    types = int if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, types) or not lo <= value <= hi:
+        what = "an integer" if kind is int else "a number"
+        where = where + "." if where else ""
+        raise ConfigError(f"{where}{key} must be {what} in {lo}..{hi}, got {value!r}")
 
 
 def validate(raw):
@@ -87,9 +86,9 @@ def validate(raw):
     broker = cfg.get("broker")
     if not isinstance(broker, dict) or not isinstance(broker.get("host"), str) or not broker["host"]:
         raise ConfigError("broker.host is required")
-    cfg["broker"] = _merge(_BROKER, broker, "broker")
-    _int(cfg["broker"], "port", 1, 65535, "broker.")
-    _int(cfg["broker"], "keepalive", 0, 65535, "broker.")
+    cfg["broker"] = _merge(_NESTED["broker"], broker, "broker")
+    _num(cfg["broker"], "port", 1, 65535, "broker", int)
+    _num(cfg["broker"], "keepalive", 0, 65535, "broker", int)
     if (cfg["broker"]["user"] is None) != (cfg["broker"]["password"] is None):
         raise ConfigError("broker.user and broker.password go together")
     if cfg["broker"]["tls"] and not isinstance(cfg["broker"]["ca"], str):
@@ -106,12 +105,12 @@ def validate(raw):
     bat = _merge({"source": "fixed", "value": 1.0, "divider": 2.0, "v_empty": 3.3, "v_full": 4.2},
                  cfg["battery"], "battery")  # fmt: skip
     if bat["source"] == "fixed":
-        _num(bat, "value", 0, 1, "battery.")
+        _num(bat, "value", 0, 1, "battery")
     elif bat["source"] == "adc":
         if "pin" not in bat:
             raise ConfigError("battery.pin is required when battery.source is adc")
-        _int(bat, "pin", 0, 1000, "battery.")
-        _num(bat, "divider", 0.01, 100, "battery.")
+        _num(bat, "pin", 0, 1000, "battery", int)
+        _num(bat, "divider", 0.01, 100, "battery")
         if not bat["v_full"] > bat["v_empty"]:
             raise ConfigError("battery.v_full must be above battery.v_empty")
     else:
@@ -129,23 +128,23 @@ def validate(raw):
         ("connect_retries", 0, 100),
         ("sock_timeout_ms", 100, 600000),
     ):
-        _int(cfg, key, lo, hi)
-    cfg["sleep"] = _merge(_SLEEP, cfg.get("sleep"), "sleep")
+        _num(cfg, key, lo, hi, "", int)
+    cfg["sleep"] = _merge(_NESTED["sleep"], cfg.get("sleep"), "sleep")
     for key in ("min_ms", "max_ms", "default_ms", "listen_ms", "margin_ms", "done_ms", "retry_ms"):
-        _int(cfg["sleep"], key, 0, 7 * 24 * 3600 * 1000, "sleep.")
+        _num(cfg["sleep"], key, 0, 7 * 24 * 3600 * 1000, "sleep", int)
     if cfg["sleep"]["min_ms"] > cfg["sleep"]["max_ms"]:
         raise ConfigError("sleep.min_ms must not exceed sleep.max_ms")
     if cfg["ota"] is not None:
-        ota = _merge(_OTA, cfg["ota"], "ota")
+        ota = _merge(_NESTED["ota"], cfg["ota"], "ota")
         if not isinstance(ota["key"], str) or len(ota["key"]) < 16:
             raise ConfigError("ota.key must be a string of at least 16 characters (the fleet's OTA secret)")
-        _int(ota, "max_boots", 1, 100, "ota.")
-        _int(ota, "chunk_timeout_ms", 100, 600000, "ota.")
+        _num(ota, "max_boots", 1, 100, "ota", int)
+        _num(ota, "chunk_timeout_ms", 100, 600000, "ota", int)
         cfg["ota"] = ota
     return cfg
 
 
-def load(path=PATH):
+def load(path="config.json"):
     try:
         with open(path) as f:
             raw = json.load(f)

@@ -1,24 +1,25 @@
 # The MQTT session over micropython-lib's umqtt.simple (`mpremote mip install umqtt.simple`), made bounded:
 # umqtt.simple puts its socket back in plain blocking mode after every read and waits for a PUBACK with no
 # deadline, so the socket is wrapped (SockTimeout) to keep a timeout and to fail reads past a deadline.
-# Connection attempts are bounded, with exponential backoff and jitter. Incoming messages over SMALL bytes go
+# Connection attempts are bounded, with exponential backoff and jitter. Incoming messages over _SMALL bytes go
 # into one receive buffer allocated early (umqtt.simple would allocate each one, and a model-sized block is hard
 # to find in a fragmented heap); a bigger one is skipped and its size noted in Client.too_big.
 import random
 import struct
 
 import board
+from micropython import const
 from umqtt.simple import MQTTClient, MQTTException
 
 ERRORS = (OSError, MQTTException, AssertionError, IndexError, TypeError)
-SMALL = 1024
+_SMALL = const(1024)  # a const: no global name to intern
 
 
 class SockTimeout:
-    def __init__(self, sock, timeout_s, raw=None):
+    def __init__(self, sock, timeout, raw=None):
         self.sock = sock
         self.raw = raw  # under TLS: the TCP socket the TLS layer reads from
-        self.timeout = timeout_s
+        self.timeout = timeout
         self.deadline = None
 
     def read(self, n):
@@ -34,42 +35,18 @@ class SockTimeout:
     def write(self, buf, n=None):
         return self.sock.write(buf) if n is None else self.sock.write(buf, n)
 
-    def setblocking(self, flag):
+    def setblocking(self, value):
         if self.raw is not None:
-            self.sock.setblocking(flag)
-            if flag:
+            self.sock.setblocking(value)
+            if value:
                 self.raw.settimeout(self.timeout)
-        elif flag:
+        elif value:
             self.sock.settimeout(self.timeout)
         else:
             self.sock.setblocking(False)
 
     def close(self):
         self.sock.close()
-
-
-class TLS:
-    """An SSL context for umqtt.simple that verifies the broker and remembers the TCP socket it wraps."""
-
-    def __init__(self, cafile):
-        import ssl
-
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        with open(cafile, "rb") as f:
-            ca = f.read()
-        if ca.startswith(b"-----BEGIN"):
-            # MicroPython's mbedTLS builds take DER: decode the first certificate of a PEM file
-            import binascii
-
-            body = ca.split(b"-----")[2]
-            ca = binascii.a2b_base64(b"".join(body.split()))
-        self.ctx.load_verify_locations(cadata=ca)
-        self.raw = None
-
-    def wrap_socket(self, sock, server_hostname=None):
-        self.raw = sock
-        return self.ctx.wrap_socket(sock, server_hostname=server_hostname)
 
 
 class Client(MQTTClient):
@@ -100,7 +77,7 @@ class Client(MQTTClient):
             pid = sock.read(2)
             sz -= 2
         rx = self.rx
-        if sz <= SMALL:
+        if sz <= _SMALL:
             msg = sock.read(sz)
         elif rx is not None and sz <= len(rx):
             msg = memoryview(rx)[:sz]
@@ -132,8 +109,12 @@ class Link:
 
     def _connect_once(self):
         b = self.cfg["broker"]
-        tls = TLS(b["ca"]) if b["tls"] else None
-        c = Client("iotfl-dev-" + self.cfg["dev"], b["host"], b["port"], b["user"], b["password"],
+        tls = None
+        if b["tls"]:
+            from tlsctx import TLS  # only boards that use TLS load it (not "tls": a built-in module)
+
+            tls = TLS(b["ca"])
+        c = Client("iotfl-dev-{}".format(self.cfg["dev"]), b["host"], b["port"], b["user"], b["password"],
                        b["keepalive"], tls)  # fmt: skip
         c.set_callback(self.on_msg)
         c.rx = self.rx
@@ -157,83 +138,41 @@ class Link:
                 return
             except ERRORS as exc:
                 self.close()
-                print("iotfl: broker attempt", attempt + 1, "failed:", repr(exc))
+                print(f"iotfl: broker attempt {attempt + 1} failed: {exc!r}")
                 if attempt == retries:
                     raise OSError("broker unreachable") from None
                 board.sleep_ms(delay + random.getrandbits(16) % (delay // 2 + 1))  # jitter: a fleet spreads out
                 delay = min(delay * 2, 30000)
 
-    def close(self, clean=False):
+    def close(self, value=False):
+        """value: a clean DISCONNECT (the broker drops the Last Will) rather than just closing the socket."""
         c, self.client = self.client, None
         if c is not None and c.sock is not None:
             try:
-                if clean:
-                    c.disconnect()  # a clean DISCONNECT: the broker drops the Last Will
+                if value:
+                    c.disconnect()
                 else:
                     c.sock.close()
             except OSError:
                 pass
 
-    def bounded(self, fn, *args):
+    def bounded(self, *args):
         """Call a umqtt method that waits for the broker (PUBACK, SUBACK) with the socket timeout as deadline."""
         sock = self.client.sock
         sock.deadline = board.ticks_add(board.ticks_ms(), self.cfg["sock_timeout_ms"])
         try:
-            return fn(*args)
+            return args[0](*args[1:])
         finally:
             sock.deadline = None
-
-    def subscribe(self, topic):
-        self.bounded(self.client.subscribe, topic, 1)
-        self.topics.append(topic)
-
-    def unsubscribe(self, topic):
-        self.bounded(self.client.unsubscribe, topic)
-        self.topics.remove(topic)
 
     def publish(self, topic, msg, retain=False):
         self.bounded(self.client.publish, topic, msg, retain, 1)
 
-    def publish_file(self, topic, path, size):
-        """QoS 1 publish of a file's bytes, streamed (the payload is never whole in RAM)."""
-        c = self.client
-        n = 2 + len(topic) + 2 + size
-        head = bytearray(b"\x32\0\0\0\0")
-        i = 1
-        while n > 0x7F:
-            head[i] = (n & 0x7F) | 0x80
-            n >>= 7
-            i += 1
-        head[i] = n
-        c.pid = c.pid % 65535 + 1
-        pid = c.pid
-
-        def send():
-            sock = c.sock
-            sock.write(head, i + 1)
-            sock.write(struct.pack("!H", len(topic)))
-            sock.write(topic)
-            sock.write(struct.pack("!H", pid))
-            buf = bytearray(256)
-            with open(path, "rb") as f:
-                while True:
-                    got = f.readinto(buf)
-                    if not got:
-                        break
-                    sock.write(buf, got)
-            while True:
-                if c.wait_msg() == 0x40 and sock.read(1) == b"\x02":
-                    got = sock.read(2)
-                    if got[0] << 8 | got[1] == pid:
-                        return
-
-        self.bounded(send)
-
-    def pump(self, ms, until):
-        """Handle incoming messages until until() holds (True) or ms pass (False); pings keep the session."""
+    def pump(self, ms, key):
+        """Handle incoming messages until key() holds (True) or ms pass (False); pings keep the session."""
         end = board.ticks_add(board.ticks_ms(), ms)
         keep = self.cfg["broker"]["keepalive"] * 500
-        while not until():
+        while not key():
             now = board.ticks_ms()
             if board.ticks_diff(end, now) <= 0:
                 return False

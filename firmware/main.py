@@ -8,23 +8,33 @@ import sys
 import board
 
 
+def load_config():
+    # config.py is needed only here: no name outlives this call, so its code is freed before the phase runs
+    import config
+
+    try:
+        return config.load()
+    finally:
+        sys.modules.pop("config", None)
+
+
 def wake():
     try:
-        import config
-
-        cfg = config.load()
+        cfg = load_config()
     except Exception as exc:  # noqa: BLE001 - without a valid config a board can only wait to be provisioned
         print("iotfl: config:", exc)
         return "sleep", 600000
-    finally:
-        sys.modules.pop("config", None)
+    gc.collect()
     board.debug = cfg["debug"]
     from store import Store, read_json
 
     st = Store()
     phase = st.get("phase")
     st.set(boots=st.get("boots") + 1, phase=None)  # a phase that crashes is not run again
-    fw = (read_json("ota.json") or {}).get("version") or cfg["fw"]
+    image = read_json("ota.json") or {}  # the firmware image's state, kept by boot.py
+    fw = image.get("version") or cfg["fw"]
+    trial = image.get("state") == "trial"  # node.py confirms the image once it reaches the broker
+    image = None
     try:
         if phase == "train":
             import trainer
@@ -44,7 +54,7 @@ def wake():
         rx = bytearray(st.get("rx")) if st.get("rx") else None
         import node
 
-        action, ms = node.run(cfg, st, fw, rx)
+        action, ms = node.run(cfg, st, fw, rx, trial)
         if action in ("train", "ota"):
             st.set(phase=action)
         return action, ms

@@ -13,29 +13,7 @@ try:
 except ImportError:  # a port without uctypes falls back to struct, slower but the same values
     uctypes = None
 
-MAX_WIDTH = 4096
-MAX_DEPTH = 8
-
-
-def check_layers(layers):
-    if not isinstance(layers, (list, tuple)) or not 2 <= len(layers) <= MAX_DEPTH + 1:
-        raise ValueError("layers must list 2..9 widths")
-    for width in layers:
-        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_WIDTH:
-            raise ValueError("each layer width must be an int in 1..4096")
-    return layers
-
-
-def param_count(layers):
-    total = 0
-    for i in range(len(layers) - 1):
-        total += (layers[i] + 1) * layers[i + 1]
-    return total
-
-
-def footprint(layers, batch=1):
-    """flcore's training-memory rule (parameters, gradients, a batch of activations): the fleet's admission test."""
-    return 4 * (2 * param_count(layers) + batch * sum(layers) * 2)
+from layers import check_layers, footprint, param_count  # noqa: F401 - footprint: mlp's public API
 
 
 def zeros(n):

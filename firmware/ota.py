@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import os
 
-import mpack
+import unpack
 from store import MANIFEST, read_json, remove, write_json
 
 STATE = "ota.json"
@@ -98,7 +98,7 @@ def _clear_dir(path):
 def check_manifest(payload, key, running):
     """The verified manifest body (dict) of a newer image, None when there is nothing new; OTAError otherwise."""
     try:
-        msg = mpack.unpackb(payload)
+        msg = unpack.unpackb(payload)
     except ValueError:
         raise OTAError("decode") from None
     if not isinstance(msg, dict) or msg.get("v") != 1 or msg.get("t") != "ota":
@@ -109,7 +109,7 @@ def check_manifest(payload, key, running):
     if not _same(hmac_sha256(key, body), sig):
         raise OTAError("signature")
     try:
-        m = mpack.unpackb(body)
+        m = unpack.unpackb(body)
     except ValueError:
         raise OTAError("decode") from None
     if not isinstance(m, dict):
@@ -281,10 +281,10 @@ def run(cfg, st, running):
         d.start()
         for i in range(m["chunks"]):
             box[0] = chunk_topic(cfg["fleet"], m["version"], i).encode()
-            link.subscribe(box[0])
+            link.bounded(link.client.subscribe, box[0], 1)
             want = i + 1
             got = link.pump(cfg["ota"]["chunk_timeout_ms"], lambda: d.expect >= want or d.error is not None)  # noqa: B023
-            link.unsubscribe(box[0])
+            link.bounded(link.client.unsubscribe, box[0])
             if d.error is not None:
                 raise d.error
             if not got:

@@ -3,10 +3,10 @@
 import gc
 import hashlib
 import struct
+import sys
 from array import array
 
 import board
-import mlp
 from store import BASE
 
 
@@ -31,6 +31,8 @@ def run(cfg, st):
 
 
 def _train(cfg, st, t):
+    import mlp
+
     layers = t["layers"]
     rnd, sub = t["round"], t["sub"]
     gc.collect()
@@ -62,10 +64,12 @@ def _train(cfg, st, t):
             for j in range(m):
                 g[k + j] = w[k + j] - block[j]
             k += m
-    model = w = block = None
+    model = w = block = mlp = None
+    for name in ("mlp", "layers"):
+        sys.modules.pop(name, None)  # the training code is done: its room goes to the encoder
     gc.collect()
     import quant
-    import wire
+    import upmsg
 
     chunk = t["chunk"]
     scales = _zeros(quant.chunk_count(P, chunk))
@@ -76,8 +80,8 @@ def _train(cfg, st, t):
     meta = {"battery": t["battery"], "train_ms": train_ms, "ram_class": cfg["ram_class"], "fw": t["fw"]}
     up = (cfg["dev"], rnd, t["base"], n, loss, seq, chunk, scales, q, sub, meta)
     with st.open_pending("wb") as f:
-        wire.write_up(f.write, *up)
-    pending = {"seq": seq, "round": rnd, "sub": sub, "base": t["base"], "size": wire.up_size(*up), "sends": 0}
+        upmsg.write_up(f.write, *up)
+    pending = {"seq": seq, "round": rnd, "sub": sub, "base": t["base"], "size": upmsg.up_size(*up), "sends": 0}
     # stored before the first send: after a reset the same bytes go out again with the same seq
     st.set(pending=pending, task=None)
     board.mem("update")

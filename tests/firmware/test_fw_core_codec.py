@@ -24,7 +24,7 @@ SCRIPT = r"""
 import json, struct
 from array import array
 from binascii import hexlify, unhexlify
-import mpack, quant, wire
+import decode, mpack, quant, taskmsg, unpack, upmsg, wire
 
 def h(b):
     return hexlify(b).decode()
@@ -58,26 +58,26 @@ for v in inp["up"]:
     quant.quantize(x, chunk, scales, q)
     args = (v["dev"], v["round"], v["base"], v["n"], v["loss"], v["seq"], chunk, scales, q, v["sub"], v["meta"])
     buf = bytearray()
-    wire.write_up(buf.extend, *args)
-    size = wire.up_size(*args)
-    sink = mpack.Sink(size)
-    wire.write_up(sink, *args)
+    upmsg.write_up(buf.extend, *args)
+    size = upmsg.up_size(*args)
+    sink = upmsg.Sink(size)
+    upmsg.write_up(sink, *args)
     out["up"].append({"scales": h(bytes(scales)), "q": h(q), "payload": h(buf), "size": size,
                       "sink_same": bytes(sink.view()) == bytes(buf)})
 for v in inp["status"]:
     out["status"].append(h(wire.status_bytes(v["dev"], v["state"], v.get("battery"), v.get("rssi"),
         v.get("ram_class"), v.get("fw"), v.get("gw"), v.get("round"), v.get("sub"), v.get("skip"))))
 for p in inp["task"]:
-    out["task"].append(attempt(wire.decode_task, p))
+    out["task"].append(attempt(taskmsg.decode_task, p))
 for p in inp["ack"]:
-    out["ack"].append(attempt(wire.decode_ack, p))
+    out["ack"].append(attempt(decode.decode_ack, p))
 valid = [unhexlify(p) for p in inp["valid"]]
 for p in inp["generic"]:
-    out["generic"].append(attempt(mpack.unpackb, p))
+    out["generic"].append(attempt(unpack.unpackb, p))
 for i, c in inp["cut"]:
-    out["cut"].append(attempt(mpack.unpackb, memoryview(valid[i])[:c]))
+    out["cut"].append(attempt(unpack.unpackb, memoryview(valid[i])[:c]))
 for p in inp["task_mut"]:
-    out["task_mut"].append(attempt(wire.decode_task, p))
+    out["task_mut"].append(attempt(taskmsg.decode_task, p))
 print(json.dumps(out))
 """
 

@@ -11,7 +11,7 @@ import pytest
 from micropython_runner import FIRMWARE, MicroPythonRunner
 
 SOURCES = sorted(FIRMWARE.glob("*.py"))
-CORE = ("mpack", "quant", "mlp", "wire")
+CORE = ("mpack", "unpack", "quant", "layers", "mlp", "wire", "upmsg", "decode", "taskmsg")
 
 
 def mpy_cross() -> str:
@@ -38,7 +38,9 @@ def test_compiles_with_mpy_cross(source: Path, tmp_path: Path) -> None:
 def test_compiled_core_imports_under_micropython(mpy_unix: MicroPythonRunner, tmp_path: Path) -> None:
     for name in CORE:
         subprocess.run([mpy_cross(), "-o", str(tmp_path / f"{name}.mpy"), str(FIRMWARE / f"{name}.py")], timeout=60)
-    script = "import mpack, quant, mlp, wire\nprint(mpack.__file__, wire.__file__)\n"
+    script = (
+        "import mpack, unpack, quant, layers, mlp, wire, upmsg, decode, taskmsg\nprint(mpack.__file__, wire.__file__)\n"
+    )
     # only the .mpy folder on the path: the sources in firmware/ must not be picked up instead
     proc = mpy_unix.run(script, heap="64K", micropypath=[tmp_path], timeout=30, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

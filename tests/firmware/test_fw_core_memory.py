@@ -28,7 +28,7 @@ import gc
 gc.collect()
 live = {"start": gc.mem_alloc()}
 import json
-import mlp, quant, wire
+import mlp, quant, taskmsg, upmsg
 
 def mark(name):
     gc.collect()
@@ -40,7 +40,7 @@ model = mlp.MLP(cfg["layers"], cfg["batch"])
 mark("model")
 with open("task.bin", "rb") as f:
     payload = f.read()
-task = wire.decode_task(payload)
+task = taskmsg.decode_task(payload)
 model.load(task["w"])
 mark("task")
 n_in = cfg["layers"][0]
@@ -64,9 +64,9 @@ q = bytearray(model.P)
 quant.quantize(delta, chunk, scales, q)
 mark("quantize")
 args = args + (scales, q)
-size = wire.up_size(*args)
+size = upmsg.up_size(*args)
 with open("up.bin", "wb") as f:
-    wire.write_up(f.write, *args)
+    upmsg.write_up(f.write, *args)
 mark("encode")
 live["loss"] = loss
 live["size"] = size
@@ -74,7 +74,7 @@ live["heap"] = gc.mem_alloc() + gc.mem_free()
 print(json.dumps(live))
 """
 
-CORE = ("mpack", "quant", "mlp", "wire")
+CORE = ("mpack", "unpack", "quant", "layers", "mlp", "wire", "upmsg", "decode", "taskmsg")
 
 
 def mpy_cross() -> str | None:
