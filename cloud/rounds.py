@@ -260,6 +260,7 @@ class Rounds:
             chunk=s_.chunk,
             min_battery=s_.min_battery,
             gateway_rounds=s_.gateway_rounds,
+            mode=s_.mode,
         )
 
     def round_info(self, r: int) -> RoundInfo | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -83,6 +83,9 @@ class CloudSettings(BaseSettings):
     min_battery: float = Field(0.1, ge=0, le=1, description="battery a device needs to train")
     gateway_rounds: int = Field(1, ge=1, le=100, description="gateway sub-rounds per global round")
     server_lr: float = Field(1.0, gt=0, description="server learning rate applied to the FedAvg step")
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="sync: updates of a closed round are late; async: gateways take them, staleness-weighted"
+    )
 
     @field_validator("gateway_tokens", mode="before")
     @classmethod

@@ -21,6 +21,9 @@ class CurrentRound(BaseModel):
     chunk: int
     min_battery: float
     gateway_rounds: int
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="async: gateways accept updates of earlier rounds with a staleness weight (optional key)"
+    )
 
 
 class GatewayShare(BaseModel):

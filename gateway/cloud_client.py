@@ -56,6 +56,8 @@ class RoundInfo:
     chunk: int
     min_battery: float
     gateway_rounds: int = 1
+    # ``async`` accepts updates of earlier rounds with a staleness discount; an unknown or missing mode is ``sync``.
+    mode: str = "sync"
 
     @classmethod
     def from_json(cls, data: Any) -> RoundInfo:
@@ -74,6 +76,7 @@ class RoundInfo:
                 chunk=_int(data["chunk"]),
                 min_battery=float(data["min_battery"]),
                 gateway_rounds=_int(data.get("gateway_rounds", 1)),
+                mode="async" if data.get("mode") == "async" else "sync",
             )
             ModelSpec(info.layers)
         except (KeyError, TypeError, ValueError) as exc:

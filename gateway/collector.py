@@ -3,6 +3,12 @@
 The contract's validation order is applied exactly: (1) topic and size, (2) decode + schema via ``Up.decode``,
 (3) dedup per (dev, round, sub), (4) late / future_round / base_mismatch against the open sub-round, (5) fold
 into the running ``WeightedSum``. Only sums are kept, never a list of updates.
+
+In ``async`` mode (FedBuff-style, ``flcore.fedbuff``) rule 4 accepts an update up to ``MAX_STALENESS`` rounds
+behind the open round instead of acking it ``late``: it is folded into the open sub-round's sum with its ``n·delta``
+discounted by ``staleness_weight(s)``. Its dedup key stays (dev, its round, its sub). An update for the round that
+just closed is *parked* unanswered (not journaled, not acked; the device keeps it until acked) and judged again
+when the next sub-round opens: stale in the next round, or ``late`` for a later sub of the same round.
 """
 
 from __future__ import annotations
@@ -14,14 +20,20 @@ from dataclasses import dataclass, field
 
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
+from flcore.fedbuff import MAX_STALENESS, MODES, add_stale
 from flcore.messages import MAX_SAMPLES, MAX_UPDATE_BYTES, Ack, Up
 from flcore.topics import GatewayTopics
 
 log = logging.getLogger(__name__)
 
-# Rounds whose accepted (dev, sub) keys are remembered to answer redeliveries with `duplicate`.
-REMEMBERED_ROUNDS = 4
+# Rounds whose accepted (dev, sub) keys are remembered to answer redeliveries with `duplicate`; a stale update's
+# key must still be remembered when it arrives (async mode), so this covers MAX_STALENESS rounds behind.
+REMEMBERED_ROUNDS = MAX_STALENESS + 1
 DROPPED_TOPIC = "topic"
+STALE = "stale"
+PARKED = "parked"
+# Updates parked at once at most; past this an update for the closed round is answered `late`.
+MAX_PARKED = 10_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,8 @@ class RoundTotals:
     loss_weighted: float = 0.0
     samples: int = 0
     bytes_up: int = 0
+    stale: int = 0
+    stale_weight: float = 0.0
 
     @property
     def n(self) -> int:
@@ -70,9 +84,15 @@ class Collector:
     """Validates and folds ``up`` payloads for the open sub-round of one gateway."""
 
     def __init__(
-        self, topics: GatewayTopics, *, max_bytes: int = MAX_UPDATE_BYTES, max_samples: int = MAX_SAMPLES
+        self,
+        topics: GatewayTopics,
+        *,
+        max_bytes: int = MAX_UPDATE_BYTES,
+        max_samples: int = MAX_SAMPLES,
+        mode: str = "sync",
     ) -> None:
         self.topics = topics
+        self.mode = mode
         self.max_bytes = max_bytes
         self.max_samples = max_samples
         self.counters: Counter[str] = Counter()
@@ -82,6 +102,7 @@ class Collector:
         self.totals: RoundTotals | None = None
         self.sub_devices: set[str] = set()
         self._accepted: dict[int, set[tuple[str, int]]] = {}
+        self._parked: dict[tuple[str, int, int], tuple[str, bytes]] = {}
 
     def open(self, opening: SubRound) -> None:
         """Start collecting for ``opening``; a new round resets the round totals."""
@@ -94,6 +115,22 @@ class Collector:
         self._accepted.setdefault(opening.round, set())
         for old in sorted(self._accepted)[:-REMEMBERED_ROUNDS]:
             del self._accepted[old]
+
+    @property
+    def mode(self) -> str:
+        """``sync`` (behind the open round is ``late``) or ``async`` (accepted with a staleness discount)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {value!r}")
+        self._mode = value
+
+    def take_parked(self) -> list[tuple[str, bytes]]:
+        """The (topic, payload) of parked updates in arrival order, to ingest again now that a sub-round opened."""
+        parked, self._parked = list(self._parked.values()), {}
+        return parked
 
     def close(self) -> WeightedSum:
         """Stop accepting for the open sub-round (later updates for it are `late`) and return its sum."""
@@ -109,7 +146,8 @@ class Collector:
             del self._accepted[old]
 
     def ingest(self, topic: str, payload: bytes, before_accept: Callable[[Up], None] | None = None) -> Verdict | None:
-        """Apply rules 1–5 to one message; None means the topic was invalid (dropped, counted, not acked).
+        """Apply rules 1–5 to one message; None means no ack: the topic was invalid (dropped, counted) or the update
+        was parked until the next sub-round opens (async mode).
 
         ``before_accept`` runs just before an update is folded in (the gateway journals it there); when it raises,
         nothing was folded or counted and the exception propagates.
@@ -137,21 +175,38 @@ class Collector:
             return self._answer(dev, Ack(up.round, up.seq, "duplicate", "duplicate"))
         if opening is None or up.round > opening.round or (up.round == opening.round and up.sub > opening.sub):
             return self._answer(dev, Ack(up.round, up.seq, "rejected", "future_round"))
-        if up.round < opening.round or up.sub < opening.sub or self.closed:
+        staleness = opening.round - up.round
+        if self.closed and staleness == 0 and self._mode == "async" and len(self._parked) < MAX_PARKED:
+            self._parked.setdefault((up.dev, up.round, up.sub), (topic, payload))
+            self.counters[PARKED] += 1
+            return None
+        if self.closed or not (staleness == 0 and up.sub >= opening.sub or self._takes_stale(staleness)):
             return self._answer(dev, Ack(up.round, up.seq, "late", "late"))
-        if up.base != opening.base:
+        # A stale update was trained from its own round's base, which can only be older than the open one.
+        wrong_base = up.base >= opening.base if staleness else up.base != opening.base
+        if wrong_base:
             return self._answer(dev, Ack(up.round, up.seq, "rejected", "base_mismatch"))
         if before_accept is not None:
             before_accept(up)
-        self._fold(up)
+        self._fold(up, staleness)
         return self._answer(dev, Ack(up.round, up.seq, "accepted", ""), up)
 
-    def _fold(self, up: Up) -> None:
+    def _takes_stale(self, staleness: int) -> bool:
+        return self._mode == "async" and 0 < staleness <= MAX_STALENESS
+
+    def _fold(self, up: Up, staleness: int = 0) -> None:
         assert self.sum is not None and self.totals is not None  # set together by open()
-        self.sum.add(up.delta(), up.n, up.loss)
-        self._accepted[up.round].add((up.dev, up.sub))
-        self.sub_devices.add(up.dev)
-        self.totals.devices[up.dev] = up.n
+        self._accepted.setdefault(up.round, set()).add((up.dev, up.sub))
+        if staleness:
+            # Not an answer to the open task: the device may still send its fresh update for this sub-round.
+            self.totals.stale_weight += add_stale(self.sum, up.delta(), up.n, up.loss, staleness)
+            self.totals.stale += 1
+            self.counters[STALE] += 1
+            self.totals.devices.setdefault(up.dev, up.n)
+        else:
+            self.sum.add(up.delta(), up.n, up.loss)
+            self.sub_devices.add(up.dev)
+            self.totals.devices[up.dev] = up.n
         self.totals.k += 1
         self.totals.samples += up.n
         self.totals.loss_weighted += up.n * up.loss
@@ -161,4 +216,13 @@ class Collector:
         return Verdict(dev, ack, update)
 
 
-__all__ = ["Collector", "DROPPED_TOPIC", "REMEMBERED_ROUNDS", "RoundTotals", "SubRound", "Verdict"]
+__all__ = [
+    "Collector",
+    "DROPPED_TOPIC",
+    "MAX_STALENESS",
+    "REMEMBERED_ROUNDS",
+    "STALE",
+    "RoundTotals",
+    "SubRound",
+    "Verdict",
+]

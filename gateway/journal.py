@@ -6,6 +6,10 @@ the ``accepted`` ack (and before paho sends the broker its PUBACK). The raw int8
 through a fresh ``Collector`` rebuilds the sums, the dedup keys and the gateway weights exactly. ``closed()`` marks a
 sub-round closed. A new round forgets the payloads of earlier rounds but keeps their (dev, sub) keys for
 ``REMEMBERED_ROUNDS`` rounds, so a redelivery after a restart is still answered ``duplicate``.
+
+In async mode an update of an earlier round accepted into the open one (stale) goes to ``journal_stale``, keyed by
+its own (round, sub, dev) — its dedup key — with the (round, sub) it was folded into; a replay merges it back into
+that sub-round in arrival order, where the collector judges it stale again with the same discount.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ CREATE TABLE IF NOT EXISTS journal_updates (
     round INTEGER NOT NULL, sub INTEGER NOT NULL, dev TEXT NOT NULL, seq INTEGER NOT NULL,
     topic TEXT NOT NULL, payload BLOB, at REAL NOT NULL, PRIMARY KEY (round, sub, dev));
 CREATE TABLE IF NOT EXISTS journal_closed (round INTEGER NOT NULL, sub INTEGER NOT NULL, PRIMARY KEY (round, sub));
+CREATE TABLE IF NOT EXISTS journal_stale (
+    round INTEGER NOT NULL, sub INTEGER NOT NULL, dev TEXT NOT NULL, seq INTEGER NOT NULL,
+    into_round INTEGER NOT NULL, into_sub INTEGER NOT NULL, after INTEGER NOT NULL,
+    topic TEXT NOT NULL, payload BLOB, at REAL NOT NULL, PRIMARY KEY (round, sub, dev));
 """
 
 
@@ -74,6 +82,7 @@ class Journal:
                     log.info("journal of round %d belongs to another base model; starting the round afresh", round)
                 db.execute("DELETE FROM journal_updates WHERE round = ?", (round,))
                 db.execute("DELETE FROM journal_closed WHERE round = ?", (round,))
+                db.execute("DELETE FROM journal_stale WHERE into_round = ?", (round,))
                 db.execute(
                     "INSERT OR REPLACE INTO journal_rounds VALUES (?, ?, ?, ?)", (round, base, model, time.time())
                 )
@@ -82,18 +91,46 @@ class Journal:
             # Earlier rounds keep only their dedup keys; rounds from "the future" belong to another cloud's numbering.
             db.execute("UPDATE journal_updates SET payload = NULL WHERE round != ? AND payload IS NOT NULL", (round,))
             db.execute("DELETE FROM journal_updates WHERE round > ? OR round <= ?", (round, round - REMEMBERED_ROUNDS))
+            db.execute(
+                "UPDATE journal_stale SET payload = NULL WHERE into_round != ? AND payload IS NOT NULL", (round,)
+            )
+            db.execute(
+                "DELETE FROM journal_stale WHERE into_round > ? OR round <= ?", (round, round - REMEMBERED_ROUNDS)
+            )
         self.round = round
         return replay
 
-    def update(self, up: Up, topic: str, payload: bytes) -> None:
-        """Commit an accepted update durably (called before its ``accepted`` ack goes out); raises ``StateError``."""
+    def update(self, up: Up, topic: str, payload: bytes, into_sub: int | None = None) -> None:
+        """Commit an accepted update durably (called before its ``accepted`` ack goes out); raises ``StateError``.
+
+        An update of an earlier round (async mode) is journaled as stale, folded into sub-round ``into_sub``.
+        """
         if self.round is None:
             return
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO journal_updates VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.round, up.sub, up.dev, up.seq, topic, payload, time.time()),
-            )
+            if up.round == self.round:
+                db.execute(
+                    "INSERT OR IGNORE INTO journal_updates VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (self.round, up.sub, up.dev, up.seq, topic, payload, time.time()),
+                )
+            else:
+                # `after` places it behind the fresh updates committed before it, so a replay keeps arrival order.
+                (after,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM journal_updates").fetchone()
+                db.execute(
+                    "INSERT OR IGNORE INTO journal_stale VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        up.round,
+                        up.sub,
+                        up.dev,
+                        up.seq,
+                        self.round,
+                        up.sub if into_sub is None else into_sub,
+                        after,
+                        topic,
+                        payload,
+                        time.time(),
+                    ),
+                )
 
     def closed(self, sub: int) -> None:
         if self.round is None:
@@ -101,11 +138,20 @@ class Journal:
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO journal_closed VALUES (?, ?)", (self.round, sub))
 
-    def accepted(self) -> dict[int, set[tuple[str, int]]]:
-        """The (dev, sub) keys accepted in each remembered round, the journaled one included."""
+    def accepted(self, replayed: int | None = None) -> dict[int, set[tuple[str, int]]]:
+        """The (dev, sub) keys accepted in each remembered round, the journaled one included.
+
+        With ``replayed``, the keys whose payloads a replay of that round brings back are left out.
+        """
         keys: dict[int, set[tuple[str, int]]] = {}
+        skip = -1 if replayed is None else replayed
         with self._transaction(write=False) as db:
-            for rnd, dev, sub in db.execute("SELECT round, dev, sub FROM journal_updates"):
+            rows = db.execute(
+                "SELECT round, dev, sub FROM journal_updates WHERE round != ? "
+                "UNION SELECT round, dev, sub FROM journal_stale WHERE into_round != ?",
+                (skip, skip),
+            )
+            for rnd, dev, sub in rows:
                 keys.setdefault(int(rnd), set()).add((str(dev), int(sub)))
         return keys
 
@@ -118,11 +164,15 @@ class Journal:
     @staticmethod
     def _load(db: sqlite3.Connection, round: int, base: int) -> Replay:
         replay = Replay(base)
+        # Arrival order (the journal's commit order) makes the replayed float sums bit-identical to the first run's.
         rows = db.execute(
-            "SELECT sub, topic, payload FROM journal_updates WHERE round = ? AND payload IS NOT NULL ORDER BY rowid",
-            (round,),
+            "SELECT sub, topic, payload, rowid AS pos, 0 AS stale, 0 FROM journal_updates "
+            "WHERE round = ? AND payload IS NOT NULL "
+            "UNION ALL SELECT into_sub, topic, payload, after, 1, rowid FROM journal_stale "
+            "WHERE into_round = ? AND payload IS NOT NULL ORDER BY 4, 5, 6",
+            (round, round),
         )
-        for sub, topic, payload in rows:
+        for sub, topic, payload, _pos, _stale, _order in rows:
             replay.ups.setdefault(int(sub), []).append((str(topic), bytes(payload)))
         replay.closed = {int(sub) for (sub,) in db.execute("SELECT sub FROM journal_closed WHERE round = ?", (round,))}
         return replay

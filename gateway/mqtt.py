@@ -3,11 +3,17 @@
 PUBACKs are manual (paho's ``manual_ack``): the broker gets the PUBACK for an incoming QoS 1 message only after its
 handler returned, i.e. after an accepted update was committed to the journal. A handler that returns ``False``
 (the journal could not commit) gets no PUBACK at all, so the broker redelivers the message after the next reconnect.
+
+Reconnects are jittered: paho's own backoff doubles a fixed delay, so every gateway that lost the broker together
+would come back in lockstep. After each lost connection or failed attempt the link draws the next wait itself —
+full jitter over ``[0, min(RECONNECT_MAX_DELAY, RECONNECT_FIRST · 2^(failures − 1))]`` — and hands it to paho as
+its next delay; paho's reconnect loop still does the waiting (stop-aware: ``stop()`` ends it within a second).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import threading
 import time
@@ -17,12 +23,15 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from flcore.endpoints import BrokerAddress
+from gateway.forwarder import backoff_pause
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE = 30
-RECONNECT_MIN_DELAY = 1
-RECONNECT_MAX_DELAY = 30
+RECONNECT_FIRST = 1.0
+RECONNECT_MAX_DELAY = 30.0
+# The drawn reconnect waits kept for the status and for tests.
+DELAYS_KEPT = 32
 
 # Returns False to withhold the PUBACK (the message was not durably handled); None or True acknowledges it.
 MessageHandler = Callable[[str, bytes], bool | None]
@@ -44,6 +53,7 @@ class MqttLink:
         subscriptions: dict[str, MessageHandler],
         on_connected: Callable[[], None] | None = None,
         optional: frozenset[str] = frozenset(),
+        rng: random.Random | None = None,
     ) -> None:
         self.address = address
         self.subscriptions = dict(subscriptions)
@@ -54,6 +64,9 @@ class MqttLink:
         self.subscribed = threading.Event()
         self.subscribed_at = 0.0  # time.monotonic() of the last SUBACK
         self.errors = 0
+        self.failures = 0  # lost connections and failed attempts since the last CONNACK
+        self.delays: list[float] = []  # the last reconnect waits drawn (seconds)
+        self._rng = rng or random.Random()
         self._stopping = False
         # A persistent session keeps QoS1 updates queued at the broker while the gateway reconnects.
         self.client = paho.Client(
@@ -63,13 +76,14 @@ class MqttLink:
             protocol=paho.MQTTv311,
             manual_ack=True,
         )
-        self.client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)
+        self.client.reconnect_delay_set(RECONNECT_FIRST, RECONNECT_MAX_DELAY)  # type: ignore[arg-type]
         if address.username is not None:
             self.client.username_pw_set(address.username, address.password)
         if address.tls:
             self.client.tls_set()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
 
@@ -101,6 +115,7 @@ class MqttLink:
             log.error("broker %s:%d refused the connection: %s", *self._where(), reason)
             return
         _no_delay(client)
+        self.failures = 0
         client.subscribe([(topic, 1) for topic in self.subscriptions])
         self.connected.set()
         log.info("connected to broker %s:%d", *self._where())
@@ -113,10 +128,27 @@ class MqttLink:
     def _on_disconnect(
         self, client: paho.Client, userdata: object, flags: object, reason: object, props: object
     ) -> None:
-        if self.connected.is_set() and not self._stopping:
-            log.warning("disconnected from broker %s:%d (%s); reconnecting", *self._where(), reason)
+        if self._stopping:
+            return
+        delay = self._next_delay()
+        if self.connected.is_set():
+            log.warning("disconnected from broker %s:%d (%s); reconnecting in %.1f s", *self._where(), reason, delay)
         self.connected.clear()
         self.subscribed.clear()
+
+    def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        if not self._stopping:
+            delay = self._next_delay()
+            log.debug("broker %s:%d not reachable; next attempt in %.1f s", *self._where(), delay)
+
+    def _next_delay(self) -> float:
+        """Draw the wait before the next attempt and make it paho's next (and only) reconnect delay."""
+        self.failures += 1
+        delay = backoff_pause(self.failures, RECONNECT_FIRST, RECONNECT_MAX_DELAY, self._rng)
+        self.delays = [*self.delays[-(DELAYS_KEPT - 1) :], delay]
+        # Resets paho's own doubling: its next wait is exactly `delay`.
+        self.client.reconnect_delay_set(delay, max(delay, RECONNECT_MAX_DELAY))  # type: ignore[arg-type]
+        return delay
 
     def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list, props: object) -> None:
         refused = [t for t, r in zip(self.subscriptions, reasons, strict=False) if getattr(r, "is_failure", False)]

@@ -13,6 +13,8 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
+import paho.mqtt.client as paho
+
 from flcore.endpoints import BrokerAddress
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
@@ -45,6 +47,7 @@ class GatewayNode:
         *,
         fleet: str = "default",
         quorum: int = 0,
+        quorum_fraction: float = 0.0,
         max_bytes: int = 1 << 20,
         max_samples: int = 100_000,
         journal: Journal | None = None,
@@ -52,6 +55,7 @@ class GatewayNode:
     ) -> None:
         self.topics = GatewayTopics(fleet, gw)
         self.quorum = quorum
+        self.quorum_fraction = quorum_fraction
         self.journal = journal
         self.pause = pause or Pause()
         self.broker_stats = BrokerStats()
@@ -78,6 +82,7 @@ class GatewayNode:
             settings.broker_address,
             fleet=settings.fleet,
             quorum=settings.quorum,
+            quorum_fraction=settings.quorum_fraction,
             max_bytes=settings.max_update_bytes,
             max_samples=settings.max_samples,
             journal=journal,
@@ -100,15 +105,17 @@ class GatewayNode:
     def totals(self) -> RoundTotals | None:
         return self.collector.totals
 
-    def publish_task(self, task: Task) -> None:
-        """Replace the retained task (also republished after every reconnect)."""
+    def publish_task(self, task: Task) -> paho.MQTTMessageInfo:
+        """Replace the retained task (also republished after every reconnect); the returned info tells when the
+        broker has it."""
         payload = task.encode()
         with self.cond:
             self._task = payload
-        self.link.publish(self.topics.task, payload, retain=True)
+        return self.link.publish(self.topics.task, payload, retain=True)
 
     def open_sub_round(self, task: Task, replay: Iterable[tuple[str, bytes]] = (), publish: bool = True) -> None:
-        """Start collecting for ``task``'s (round, sub); ``replay`` re-ingests journaled payloads first."""
+        """Start collecting for ``task``'s (round, sub); ``replay`` re-ingests journaled payloads first, then updates
+        parked while no sub-round was open (async mode) are judged against this one and answered."""
         opening = SubRound(task.round, task.sub, task.base, task.spec.param_count)
         with self.cond:
             self.collector.open(opening)
@@ -116,9 +123,17 @@ class GatewayNode:
                 verdict = self.collector.ingest(topic, payload)
                 if verdict is not None and verdict.update is not None:
                     self.roster.on_update(verdict.dev)
+            parked = self.collector.take_parked()
             self.cond.notify_all()
         if publish:
             self.publish_task(task)
+        for topic, payload in parked:
+            self._on_up(topic, payload)
+
+    def set_mode(self, mode: str) -> None:
+        """``sync`` or ``async`` (the cloud's round mode): how updates behind the open round are judged."""
+        with self.cond:
+            self.collector.mode = mode
 
     def remember(self, accepted: dict[int, set[tuple[str, int]]]) -> None:
         """Dedup keys of rounds accepted before a restart (from the journal), so redeliveries get ``duplicate``."""
@@ -137,7 +152,8 @@ class GatewayNode:
             self.cond.notify_all()
 
     def wait_closed(self, deadline: float, stop: threading.Event | None = None) -> str:
-        """Block until the open sub-round may close; returns ``quorum``, ``all_answered``, ``deadline`` or ``stop``.
+        """Block until the open sub-round may close; returns ``quorum``, ``quorum_fraction``, ``all_answered``,
+        ``deadline`` or ``stop``.
 
         ``deadline`` is unix seconds, like the task's.
         """
@@ -165,8 +181,11 @@ class GatewayNode:
         opening, total = self.collector.opening, self.collector.sum
         if opening is None or total is None or self.collector.closed:
             return None
-        reason = self.roster.close_reason(opening.round, opening.sub, self.collector.sub_devices, total.k, self.quorum)
-        if reason == "all_answered" and not self._roster_settled():
+        reason = self.roster.close_reason(
+            opening.round, opening.sub, self.collector.sub_devices, total.k, self.quorum, self.quorum_fraction
+        )
+        # Both count the live devices, which are known only once their retained statuses had time to arrive.
+        if reason in ("all_answered", "quorum_fraction") and not self._roster_settled():
             return None
         return reason
 
@@ -184,7 +203,8 @@ class GatewayNode:
         def journal(up: Up) -> None:
             self.pause.reached("before_journal")
             if self.journal is not None:
-                self.journal.update(up, topic, payload)
+                opening = self.collector.opening
+                self.journal.update(up, topic, payload, into_sub=opening.sub if opening else None)
 
         with self.cond:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from flcore.messages import Status
@@ -41,10 +42,18 @@ class Roster:
     def skipped(self, round: int, sub: int) -> set[str]:
         return {dev for dev, at in self.skips.items() if at == (round, sub)}
 
-    def close_reason(self, round: int, sub: int, accepted: set[str], k: int, quorum: int) -> str | None:
-        """Why the open (round, sub) may close now — ``quorum`` or ``all_answered`` — or None to keep waiting."""
+    def close_reason(
+        self, round: int, sub: int, accepted: set[str], k: int, quorum: int, fraction: float = 0.0
+    ) -> str | None:
+        """Why the open (round, sub) may close now — ``quorum``, ``quorum_fraction`` or ``all_answered`` — or None.
+
+        ``quorum`` > 0 closes at that many accepted updates; ``fraction`` > 0 at ``ceil(fraction × live devices)``
+        (at least one).
+        """
         if quorum > 0 and k >= quorum:
             return "quorum"
+        if fraction > 0 and k >= max(1, math.ceil(fraction * len(self.live) - 1e-9)):
+            return "quorum_fraction"
         if k >= 1 and self.live <= accepted | self.skipped(round, sub):
             return "all_answered"
         return None

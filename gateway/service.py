@@ -145,6 +145,7 @@ class RoundLoop:
             return False
         digest = model_digest(model.w)
         self.round = info.round
+        self.node.set_mode(info.mode)
         forwarded = self.outbox.state_of(info.round, info.base, digest)
         if forwarded is not None:
             return self._hold_forwarded(info, model.w, forwarded)
@@ -159,13 +160,13 @@ class RoundLoop:
                 self.settings.forward_margin,
             )
             return True
-        earlier = self.journal.accepted()
-        earlier.pop(info.round, None)  # this round's keys come back with the replayed payloads
-        self.node.remember(earlier)
+        # This round's keys (and those of stale updates folded into it) come back with the replayed payloads.
+        self.node.remember(self.journal.accepted(replayed=info.round))
         local = LocalModel(model.w)
         log.info(
-            "round %d opened: base %d, %d parameters, %d sub-round(s), cloud deadline in %.1f s%s",
+            "round %d opened (%s): base %d, %d parameters, %d sub-round(s), cloud deadline in %.1f s%s",
             info.round,
+            info.mode,
             info.base,
             model.w.size,
             info.gateway_rounds,
@@ -232,11 +233,12 @@ class RoundLoop:
         self.outbox.put(agg, digest)
         self.forwarder.wake()
         log.info(
-            "round %d closed: k=%d n=%d loss=%.4f bytes_up=%d devices=%d, queued for the cloud (outbox depth %d; "
-            "counters %s; broker dropped %s)",
+            "round %d closed: k=%d n=%d stale=%d loss=%.4f bytes_up=%d devices=%d, queued for the cloud (outbox depth "
+            "%d; counters %s; broker dropped %s)",
             info.round,
             agg.k,
             agg.n,
+            totals.stale,
             agg.loss,
             agg.bytes_up,
             len(agg.devices),
@@ -304,7 +306,8 @@ def run(settings: GatewaySettings, stop: threading.Event) -> None:
         settings.fleet,
         settings.broker_address,
         settings.cloud,
-        settings.quorum or "all live devices",
+        settings.quorum
+        or (f"{settings.quorum_fraction:.0%} of live devices" if settings.quorum_fraction else "all live devices"),
         settings.round_timeout,
         journal.path,
         outbox.depth(),

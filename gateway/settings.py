@@ -24,6 +24,8 @@ class GatewaySettings(BaseSettings):
     token: str = Field(repr=False)
     fleet: str = "default"
     quorum: int = Field(0, ge=0)
+    # Close a (sub-)round once ceil(quorum_fraction × live devices) updates were accepted (0 = off).
+    quorum_fraction: float = Field(0.0, ge=0, le=1)
     round_timeout: float = Field(30.0, gt=0)
     # An aggregate posted at the cloud's deadline arrives after the round closed and its acked updates would be
     # lost; closing this much earlier leaves time for the post.

@@ -222,9 +222,15 @@ class Ledger:
         }
 
 
-def reconcile(per_device: Iterable[dict[str, Any]], aggregates: Iterable[Aggregate], gateway_rounds: int) -> Ledger:
+def reconcile(
+    per_device: Iterable[dict[str, Any]], aggregates: Iterable[Aggregate], gateway_rounds: int, stale_rounds: int = 0
+) -> Ledger:
     """The ledger from the fleet report's ``per_device`` (``updates``: [round, sub, seq, status]) and the cloud's
-    stored aggregates."""
+    stored aggregates.
+
+    ``stale_rounds`` > 0 (async mode): an update of round r may be counted in any round r … r + stale_rounds, so a
+    device may appear up to ``1 + stale_rounds`` times per sub-round in an aggregate, and k is checked over the run.
+    """
     acks: Counter[str] = Counter()
     confirmed: dict[tuple[int, str], str] = {}
     published: dict[int, set[tuple[int, str]]] = {}
@@ -249,7 +255,7 @@ def reconcile(per_device: Iterable[dict[str, Any]], aggregates: Iterable[Aggrega
         for dev in set(agg.devs):
             counted.add((agg.round, dev))
             named[(agg.round, dev)] += 1
-        excess = agg.k - gateway_rounds * len(set(agg.devs))
+        excess = agg.k - gateway_rounds * (1 + stale_rounds) * len(set(agg.devs))
         if excess > 0:
             double += excess
             detail.append(f"round {agg.round} {agg.gw}: k={agg.k} from {len(set(agg.devs))} devices")
@@ -257,12 +263,22 @@ def reconcile(per_device: Iterable[dict[str, Any]], aggregates: Iterable[Aggrega
         if times > 1:
             double += times - 1
             detail.append(f"round {rnd}: {dev} in {times} aggregates")
-    for rnd, k in sorted(k_by_round.items()):
-        excess = k - len(published.get(rnd, ()))
-        if excess > 0:
-            double += excess
-            detail.append(f"round {rnd}: cloud k={k} but devices sent {len(published.get(rnd, ()))} updates")
-    lost = tuple(sorted((rnd, dev, status) for (rnd, dev), status in confirmed.items() if (rnd, dev) not in counted))
+    by_round = (
+        {"the run": (sum(k_by_round.values()), sum(map(len, published.values())))}
+        if stale_rounds
+        else {f"round {rnd}": (k, len(published.get(rnd, ()))) for rnd, k in sorted(k_by_round.items())}
+    )
+    for where, (k, sent_there) in by_round.items():
+        if k > sent_there:
+            double += k - sent_there
+            detail.append(f"{where}: cloud k={k} but devices sent {sent_there} updates")
+    lost = tuple(
+        sorted(
+            (rnd, dev, status)
+            for (rnd, dev), status in confirmed.items()
+            if not any((rnd + s, dev) in counted for s in range(stale_rounds + 1))
+        )
+    )
     return Ledger(dict(acks), unanswered, sum(k_by_round.values()), sent, lost, double, tuple(detail))
 
 

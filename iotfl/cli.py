@@ -55,6 +55,13 @@ def demo(
     epochs: Annotated[int | None, opt("Local epochs per round [default: per dataset].", "EPOCHS")] = None,
     batch: Annotated[int | None, opt("Local batch size [default: per dataset].", "BATCH")] = None,
     round_timeout: Annotated[float, opt("Seconds before a round closes without everyone.", "ROUND_TIMEOUT")] = 30.0,
+    mode: Annotated[
+        str, opt("sync | async: async counts updates of earlier rounds with a staleness weight (FedBuff).", "MODE")
+    ] = "sync",
+    quorum_fraction: Annotated[
+        float,
+        opt("Gateways close a round once ceil(F × live devices) updates came in (0 = off).", "QUORUM_FRACTION"),
+    ] = 0.0,
     chaos: Annotated[
         str | None,
         opt(
@@ -132,6 +139,9 @@ def cloud(
     ] = 0.1,
     gateway_rounds: Annotated[int, opt("Local aggregation rounds per global round.", "GATEWAY_ROUNDS", min=1)] = 1,
     server_lr: Annotated[float, opt("Server learning rate applied to the averaged delta.", "SERVER_LR")] = 1.0,
+    mode: Annotated[
+        str, opt("sync | async: whether gateways count updates of earlier rounds, staleness-weighted.", "MODE")
+    ] = "sync",
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -161,6 +171,15 @@ def gateway(
     quorum: Annotated[
         int, opt("Close a round after this many updates (0 = when every live device answered).", "QUORUM", min=0)
     ] = 0,
+    quorum_fraction: Annotated[
+        float,
+        opt(
+            "Close a round once ceil(F × live devices) updates were accepted (0 = off).",
+            "QUORUM_FRACTION",
+            min=0,
+            max=1,
+        ),
+    ] = 0.0,
     round_timeout: Annotated[float, opt("Seconds a (sub-)round waits for devices.", "ROUND_TIMEOUT")] = 30.0,
     state_dir: Annotated[Path, opt("Where the gateway keeps its state.", "STATE_DIR")] = Path("."),
     config: ConfigOpt = None,

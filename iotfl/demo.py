@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import Field, field_validator, model_validator
@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.datasets import Dataset
+from flcore.fedbuff import MAX_STALENESS
 from iotfl.broker import free_port, start_broker
 from iotfl.chaos import ProcessChaos, chaos_section, check_plan, load_aggregates, reconcile
 from iotfl.stack import Stack, StackError, wait_for_devices, wait_for_exit, wait_healthy
@@ -53,6 +54,8 @@ class DemoSettings(BaseSettings):
     batch: int | None = Field(None, ge=1)
     round_timeout: float = Field(30.0, gt=0)
     chaos: str | None = None
+    mode: Literal["sync", "async"] = "sync"
+    quorum_fraction: float = Field(0.0, ge=0, le=1)
 
     @field_validator("chaos")
     @classmethod
@@ -119,6 +122,8 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             str(batch),
             "--gateway-rounds",
             str(settings.gateway_rounds),
+            "--mode",
+            settings.mode,
             *common,
         ],
         env={"IOTFL_GATEWAY_TOKENS": ",".join(f"{gw}={tok}" for gw, tok in tokens.items())},
@@ -167,6 +172,8 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
                 str(workdir / gw),
                 "--round-timeout",
                 str(settings.round_timeout),
+                "--quorum-fraction",
+                str(settings.quorum_fraction),
             ],
             env={"IOTFL_TOKEN": token},
         )
@@ -255,6 +262,7 @@ def build_report(
     ]
     lr, epochs, batch = settings.training()
     report: dict[str, Any] = {
+        "mode": settings.mode,
         "config": {
             **settings.model_dump(),
             "lr": lr,
@@ -290,7 +298,7 @@ def print_chaos(chaos: dict[str, Any], console: Console) -> None:
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     rows = [{**r} for r in report["rounds"]]
-    console.print(history_table(rows, title="iotfl demo"))
+    console.print(history_table(rows, title=f"iotfl demo ({report.get('mode', 'sync')} rounds)"))
     ratio = report["bytes_float32_equivalent"] / max(report["bytes_up_total"], 1)
     console.print(
         f"final accuracy [bold]{report['final_accuracy'] * 100:.1f} %[/]  ·  centralized "
@@ -342,7 +350,10 @@ def run_demo(
         broken = False
         if chaos is not None:
             ledger = reconcile(
-                (fleet or {}).get("per_device", []), load_aggregates(workdir / "cloud.db"), settings.gateway_rounds
+                (fleet or {}).get("per_device", []),
+                load_aggregates(workdir / "cloud.db"),
+                settings.gateway_rounds,
+                stale_rounds=MAX_STALENESS if settings.mode == "async" else 0,
             )
             section = chaos_section(plan, chaos.events, (fleet or {}).get("chaos", []), ledger, started)
             report["chaos"] = section

@@ -151,8 +151,9 @@ def test_done_task_replaces_the_retained_task(mosquitto: Broker) -> None:
     with started_node(mosquitto.url) as node:
         node.open_sub_round(make_task(round=3))
         t = make_task(round=3, base=3)
-        node.publish_task(Task(t.round, t.base, t.layers, t.w, t.lr, t.epochs, t.batch, t.chunk, t.deadline,
-                               t.min_battery, done=True))  # fmt: skip
+        done = node.publish_task(Task(t.round, t.base, t.layers, t.w, t.lr, t.epochs, t.batch, t.chunk, t.deadline,
+                                      t.min_battery, done=True))  # fmt: skip
+        done.wait_for_publish(WAIT)  # the broker holds it before the late joiner subscribes
         with devices(mosquitto.url, "late-joiner") as (d,):
             got = d.tasks.get(timeout=WAIT)
             assert got.done is True and got.base == 3
