@@ -30,6 +30,26 @@ WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 WASM_INSTALL_TIMEOUT = 180.0
 
 
+# Helpers the MicroPython test scripts share: hex of a buffer, and the name of the exception a call raises.
+SCRIPT_HELPERS = r"""
+from binascii import hexlify
+
+
+def h(b):
+    return hexlify(bytes(b)).decode()
+
+
+def error(fn):
+    try:
+        fn()
+    except ValueError:
+        return "ValueError"
+    except Exception as e:
+        return type(e).__name__
+    return "none"
+"""
+
+
 class MicroPythonError(RuntimeError):
     """A script ended with an error, or its output was not what the caller expected."""
 

@@ -7,30 +7,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from micropython_runner import MicroPythonRunner
+from micropython_runner import SCRIPT_HELPERS, MicroPythonRunner
 
 from flcore.model import ModelSpec
 
-SCRIPT = r"""
+SCRIPT = (
+    SCRIPT_HELPERS
+    + r"""
 import json
 from array import array
 from binascii import hexlify, unhexlify
 import mlp
 
-def h(b):
-    return hexlify(bytes(b)).decode()
-
 def f32(text):
     return array("f", unhexlify(text))
-
-def error(fn):
-    try:
-        fn()
-    except ValueError:
-        return "ValueError"
-    except Exception as e:
-        return type(e).__name__
-    return "none"
 
 inp = json.load(open("in.json"))
 out = {"forward": [], "step": None, "learn": None}
@@ -93,6 +83,7 @@ out["errors"] = [
 out["footprint"] = [mlp.footprint(layers, b) for layers, b in inp["footprint"]]
 print(json.dumps(out))
 """
+)
 
 FOOTPRINT_CASES = [([64, 32, 10], 8), ([10, 16, 5], 1), ([10, 16, 5], 32), ([3, 2], 16), ([784, 128, 64, 10], 4)]
 

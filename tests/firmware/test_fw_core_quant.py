@@ -8,29 +8,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-from micropython_runner import MicroPythonRunner
+from micropython_runner import SCRIPT_HELPERS, MicroPythonRunner
 
 from flcore.quantize import quantize
 
 VECTORS = Path(__file__).resolve().parents[1] / "flcore" / "vectors"
 
-SCRIPT = r"""
+SCRIPT = (
+    SCRIPT_HELPERS
+    + r"""
 import json
 from array import array
 from binascii import hexlify, unhexlify
 import quant
-
-def h(b):
-    return hexlify(bytes(b)).decode()
-
-def error(fn):
-    try:
-        fn()
-    except ValueError:
-        return "ValueError"
-    except Exception as e:
-        return type(e).__name__
-    return "none"
 
 inp = json.load(open("in.json"))
 out = {"cases": [], "errors": []}
@@ -57,6 +47,7 @@ out["errors"] = [
 ]
 print(json.dumps(out))
 """
+)
 
 
 def f32(values: Any) -> np.ndarray:
