@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flcore.fedavg import WeightedSum
-from flcore.fedbuff import Buffer, add_stale, staleness_weight
+from flcore.fedbuff import add_stale, staleness_weight
 
 
 def test_weights_follow_one_over_root_one_plus_staleness() -> None:
@@ -37,23 +37,3 @@ def test_a_stale_update_is_discounted_in_the_sum_but_its_samples_count_fully() -
     assert (acc.n, acc.k) == (40, 2)
     assert acc.mean_loss == pytest.approx((10 * 0.5 + 30 * 1.5) / 40)
     assert acc.mean_delta().tolist() == pytest.approx([70 / 40, -10 / 40])
-
-
-def test_buffer_folds_every_k_updates_and_starts_empty_again() -> None:
-    buf = Buffer(size=3, every=2)
-    base = np.array([1.0, 1.0, 1.0], dtype=np.float32)
-    assert buf.add(np.array([2.0, 0.0, 0.0]), 1, 0.1) == 1.0
-    assert not buf.full
-    assert buf.add(np.array([0.0, 4.0, 0.0]), 1, 0.1, staleness=1) == pytest.approx(1 / math.sqrt(2))
-    assert buf.full
-    w = buf.fold(base, server_lr=1.0)
-    # (1·[2,0,0] + (1/√2)·[0,4,0]) / 2 samples
-    assert w.tolist() == pytest.approx([2.0, 1.0 + 2 / math.sqrt(2), 1.0])
-    assert buf.sum.k == 0 and not buf.full
-    with pytest.raises(ValueError):
-        buf.fold(w)  # nothing buffered
-
-
-def test_buffer_needs_k_of_at_least_one() -> None:
-    with pytest.raises(ValueError):
-        Buffer(size=3, every=0)
