@@ -5,20 +5,17 @@ The test plays the gateway over a real mosquitto (``sim_probe.Probe``).
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sim_probe import Msg, Probe
 
-from device_sim.battery import Battery
 from device_sim.connection import Backoff
 from device_sim.device import SLOW_MARGIN, SimDevice
-from device_sim.settings import FleetSettings
 from flcore.datasets import sensors
 from flcore.messages import Ack, Status, Task, Up
 from flcore.model import ModelSpec
@@ -50,29 +47,8 @@ def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-def make_device(mosquitto: Broker, pool: ThreadPoolExecutor) -> Any:
-    made: list[SimDevice] = []
-
-    def make(dev: str = "d0001", **settings: Any) -> SimDevice:
-        s = FleetSettings(**{"broker": mosquitto.url, "fleet": FLEET, "battery": False, **settings})
-        device = SimDevice(
-            dev,
-            "gw0",
-            DATA.x_train[:40],
-            DATA.y_train[:40],
-            ram_class="constrained",
-            battery=Battery(s.battery_model()),
-            settings=s,
-            pool=pool,
-        )
-        device.start()
-        made.append(device)
-        assert device.connected.wait(10), "device did not connect"
-        return device
-
-    yield make
-    for d in made:
-        d.stop()
+def make_device(sim_device: Callable[..., SimDevice]) -> Callable[..., SimDevice]:
+    return functools.partial(sim_device, fleet=FLEET, battery=False)
 
 
 def test_a_new_task_does_not_drop_the_unacked_update(

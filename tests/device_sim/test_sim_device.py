@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 from sim_probe import Msg, Probe
 
-from device_sim.battery import Battery
 from device_sim.device import SimDevice
 from device_sim.policy import shuffle_seed
-from device_sim.settings import FleetSettings
 from device_sim.trainer import train_local
 from flcore.datasets import sensors
 from flcore.messages import Ack, Status, Task, Up
 from flcore.model import ModelSpec
 from flcore.topics import GatewayTopics, status_topic
-from iotfl.broker import Broker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,31 +60,8 @@ def _is_status(dev: str, **want: Any) -> Callable[[Msg], bool]:
 
 
 @pytest.fixture
-def device_factory(mosquitto: Broker, pool: ThreadPoolExecutor) -> Any:
-    made: list[SimDevice] = []
-
-    def make(dev: str = "d0001", ram_class: str = "constrained", level: float = 1.0, **settings: Any) -> SimDevice:
-        s = FleetSettings(**{"broker": mosquitto.url, "fleet": FLEET, "ack_timeout": 5.0, **settings})
-        x, y = DATA.x_train[:40], DATA.y_train[:40]
-        device = SimDevice(
-            dev,
-            "gw0",
-            x,
-            y,
-            ram_class=ram_class,
-            battery=Battery(s.battery_model(), level),
-            settings=s,
-            pool=pool,
-            rssi=-55,
-        )
-        device.start()
-        made.append(device)
-        assert device.connected.wait(10), "device did not connect"
-        return device
-
-    yield make
-    for d in made:
-        d.stop()
+def device_factory(sim_device: Callable[..., SimDevice]) -> Callable[..., SimDevice]:
+    return functools.partial(sim_device, fleet=FLEET, ack_timeout=5.0, rssi=-55)
 
 
 def test_online_status_then_up_decodes_and_matches_local_training(
