@@ -21,6 +21,7 @@ class Verdict(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     LATE = "late"
+    CARRIED = "carried"
     FUTURE = "future_round"
     BASE_MISMATCH = "base_mismatch"
 
@@ -43,11 +44,17 @@ def classify(
     last_closed: int,
     agg_round: int,
 ) -> Verdict:
-    """The verdict for an aggregate of ``agg_round`` (the checks after decoding, in the protocol's order)."""
+    """The verdict for an aggregate of ``agg_round`` (the checks after decoding, in the protocol's order).
+
+    An aggregate of a round that closed without it (its gateway was cut off past the deadline) still holds updates
+    the gateway acknowledged: while rounds remain it is ``CARRIED`` into the open round, staleness-weighted.
+    """
     if duplicate:
         return Verdict.DUPLICATE
-    if round_state == "open" and not done:
-        return Verdict.BASE_MISMATCH if agg_base != round_base else Verdict.ACCEPTED
+    if round_state is not None and not done:
+        if agg_base != round_base:
+            return Verdict.BASE_MISMATCH
+        return Verdict.ACCEPTED if round_state == "open" else Verdict.CARRIED
     return Verdict.LATE if agg_round <= last_closed else Verdict.FUTURE
 
 
@@ -63,14 +70,21 @@ def all_reported(reported: Iterable[str], live: Iterable[str], min_gateways: int
 
 
 def next_step(
-    *, now: float, deadline: float | None, reported: Iterable[str], live: Iterable[str], min_gateways: int
+    *,
+    now: float,
+    deadline: float | None,
+    reported: Iterable[str],
+    live: Iterable[str],
+    min_gateways: int,
+    carried: int = 0,
 ) -> Step:
-    """Close when every live gateway reported; at the deadline close if anything came in, else extend."""
+    """Close when every live gateway reported the round; at the deadline close if anything came in (its own
+    aggregates or ``carried`` late ones), else extend."""
     got = set(reported)
     if all_reported(got, live, min_gateways):
         return Step.CLOSE
     if deadline is not None and now >= deadline:
-        return Step.CLOSE if got else Step.EXTEND
+        return Step.CLOSE if got or carried else Step.EXTEND
     return Step.WAIT
 
 

@@ -19,8 +19,9 @@ from cloud.metrics import Gauges, Metrics
 from cloud.policy import Step, Verdict, classify, global_update, live_since, next_step
 from cloud.settings import CloudSettings
 from cloud.storage import CLOSED, OPEN, AggregateRow, ModelRow, RoundRow, Storage
-from cloud.views import CurrentRound, GatewayInfo, GatewayShare, HistoryEntry, RoundInfo, Status
+from cloud.views import CarriedShare, CurrentRound, GatewayInfo, GatewayShare, HistoryEntry, RoundInfo, Status
 from flcore.datasets import Dataset
+from flcore.fedbuff import staleness_weight
 from flcore.messages import Agg
 from flcore.model import ModelSpec
 
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 # A gateway polling twice a second need not write its last_seen every time; a quarter of the round timeout keeps
 # liveness (2 × round_timeout) accurate even with the short timeouts of tests.
 CHECKIN_WRITE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The verdict on a posted aggregate and, once stored, the round it counts in, its staleness and weight."""
+
+    verdict: Verdict
+    counted_in: int | None = None
+    staleness: int = 0
+    weight: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,38 +132,62 @@ class Rounds:
             self._written[gw] = now
             self._advance(now)
 
-    def submit(self, agg: Agg) -> Verdict:
+    def submit(self, agg: Agg) -> Submission:
         """Accept, or say why not, one decoded aggregate from its (authorized) gateway; may close the round."""
         now = self.clock()
         with self._lock:
             try:
                 with self.storage.transaction(write=True) as s:
                     verdict = self._classify(s, agg)
-                    if verdict is Verdict.ACCEPTED:
-                        s.add(
-                            AggregateRow(
-                                round=agg.round,
-                                gw=agg.gw,
-                                base=agg.base,
-                                n=agg.n,
-                                k=agg.k,
-                                loss=float(agg.loss),
-                                bytes_up=agg.bytes_up,
-                                devices=list(agg.devices),
-                                total=_f32(agg.sum),
-                                received_at=now,
-                            )
-                        )
-                        db.record_devices(s, agg.gw, agg.round, list(agg.devices))
-                        s.flush()
+                    result = Submission(verdict)
+                    if verdict in (Verdict.ACCEPTED, Verdict.CARRIED):
+                        result = self._store(s, agg, verdict, now)
             except IntegrityError:
                 # Another worker stored (gw, round) first: the unique constraint makes this a duplicate.
-                verdict = Verdict.DUPLICATE
-            self.metrics.aggregate(verdict.value)
-            log.info("aggregate %s round %d (k=%d n=%d): %s", agg.gw, agg.round, agg.k, agg.n, verdict.value)
-            if verdict is Verdict.ACCEPTED:
+                result = Submission(Verdict.DUPLICATE)
+            self.metrics.aggregate(result.verdict.value)
+            log.info(
+                "aggregate %s round %d (k=%d n=%d): %s%s",
+                agg.gw,
+                agg.round,
+                agg.k,
+                agg.n,
+                result.verdict.value,
+                f" into round {result.counted_in} (staleness {result.staleness}, weight {result.weight:.3f})"
+                if result.verdict is Verdict.CARRIED
+                else "",
+            )
+            if result.counted_in is not None:
                 self._advance(now)
-        return verdict
+        return result
+
+    def _store(self, s: db.Session, agg: Agg, verdict: Verdict, now: float) -> Submission:
+        """Store an accepted aggregate in its round, or a carried one in the open round with its staleness weight."""
+        counted_in, staleness = agg.round, 0
+        if verdict is Verdict.CARRIED:
+            open_row = db.current_round(s)
+            assert open_row is not None and open_row.state == OPEN  # classify carries only while rounds remain
+            counted_in, staleness = open_row.round, open_row.base - agg.base
+        weight = staleness_weight(staleness)
+        s.add(
+            AggregateRow(
+                round=agg.round,
+                gw=agg.gw,
+                base=agg.base,
+                n=agg.n,
+                k=agg.k,
+                loss=float(agg.loss),
+                bytes_up=agg.bytes_up,
+                devices=list(agg.devices),
+                total=_f32(agg.sum),
+                received_at=now,
+                counted_in=counted_in,
+                weight=weight,
+            )
+        )
+        db.record_devices(s, agg.gw, agg.round, list(agg.devices))
+        s.flush()
+        return Submission(verdict, counted_in, staleness, weight)
 
     def _classify(self, s: db.Session, agg: Agg) -> Verdict:
         duplicate = db.find_aggregate(s, agg.gw, agg.round) is not None
@@ -188,9 +223,13 @@ class Rounds:
                     len(live),
                     timeout,
                 )
-            reported = db.reporters(s, row.round)
             step = next_step(
-                now=now, deadline=row.deadline, reported=reported, live=live, min_gateways=self.settings.min_gateways
+                now=now,
+                deadline=row.deadline,
+                reported=db.reporters(s, row.round),
+                live=live,
+                min_gateways=self.settings.min_gateways,
+                carried=db.carried_count(s, row.round),
             )
             if step is Step.EXTEND:
                 row.deadline = now + timeout
@@ -207,7 +246,9 @@ class Rounds:
         if base is None:
             raise CloudError(f"model version {row.base} is missing from the database")
         update = global_update(
-            _from_f32(base.weights), ((_from_f32(a.total), a.n, a.k, a.loss) for a in aggs), self.settings.server_lr
+            _from_f32(base.weights),
+            ((a.weight * _from_f32(a.total), a.n, a.k, a.loss) for a in aggs),
+            self.settings.server_lr,
         )
         accuracy, loss = self.evaluate(update.weights)
         s.add(ModelRow(version=r, weights=_f32(update.weights), accuracy=accuracy, loss=loss, created_at=now))
@@ -218,9 +259,10 @@ class Rounds:
         if r < self.settings.rounds:
             self._open(s, r + 1, now)
         log.info(
-            "round %d closed: %d gateway(s), k=%d, n=%d, accuracy %.3f, loss %.3f%s",
+            "round %d closed: %d aggregate(s) (%d carried from earlier rounds), k=%d, n=%d, accuracy %.3f, loss %.3f%s",
             r,
             len(aggs),
+            sum(a.round != r for a in aggs),
             update.k,
             update.n,
             accuracy,
@@ -269,7 +311,12 @@ class Rounds:
             aggs = db.round_aggregates(s, r) if row is not None else []
         if row is None:
             return None
-        shares = {a.gw: GatewayShare(k=a.k, n=a.n, loss=a.loss) for a in aggs}
+        shares = {a.gw: GatewayShare(k=a.k, n=a.n, loss=a.loss) for a in aggs if a.round == r}
+        carried = [
+            CarriedShare(gw=a.gw, round=a.round, k=a.k, n=a.n, loss=a.loss, staleness=r - a.round, weight=a.weight)
+            for a in aggs
+            if a.round != r
+        ]
         closed = row.state == CLOSED
         return RoundInfo(
             round=row.round,
@@ -280,6 +327,7 @@ class Rounds:
             accuracy=row.accuracy,
             loss=row.loss,
             gateways=shares,
+            carried=carried,
             train_loss=row.train_loss,
             bytes_up=row.bytes_up if closed else sum(a.bytes_up for a in aggs),
             deadline=row.deadline,

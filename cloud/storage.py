@@ -25,7 +25,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -81,7 +83,11 @@ class RoundRow(Base):
 
 
 class AggregateRow(Base):
-    """One gateway's aggregate for one round; the unique (gw, round) makes a repeat a duplicate in any worker."""
+    """One gateway's aggregate for one round; the unique (gw, round) makes a repeat a duplicate in any worker.
+
+    ``counted_in`` is the round whose global update includes it: its own, or for an aggregate that arrived after
+    its round closed, the round open then, with its ``sum`` scaled by ``weight`` (the staleness discount).
+    """
 
     __tablename__ = "iotfl_aggregates"
     __table_args__ = (UniqueConstraint("gw", "round", name="uq_iotfl_aggregates_gw_round"),)
@@ -96,6 +102,8 @@ class AggregateRow(Base):
     devices: Mapped[list[str]] = mapped_column(JSON)
     total: Mapped[bytes] = mapped_column("sum", LargeBinary)
     received_at: Mapped[float] = mapped_column(Double)
+    counted_in: Mapped[int] = mapped_column(Integer, index=True)
+    weight: Mapped[float] = mapped_column(Double, default=1.0)
 
 
 class GatewayRow(Base):
@@ -173,6 +181,7 @@ class Storage:
         self.engine = make_engine(self.url)
         try:
             Base.metadata.create_all(self.engine)
+            _add_carry_columns(self.engine)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise CloudError(
@@ -189,6 +198,21 @@ class Storage:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _add_carry_columns(engine: Engine) -> None:
+    """Bring an aggregates table from before late aggregates were carried up to date (every row counted in its own
+    round at full weight); a no-op on a current database."""
+    columns = {c["name"] for c in inspect(engine).get_columns(AggregateRow.__tablename__)}
+    if "counted_in" in columns:
+        return
+    table = AggregateRow.__tablename__
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN counted_in INTEGER"))
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN weight DOUBLE PRECISION DEFAULT 1.0"))
+        conn.execute(text(f"UPDATE {table} SET counted_in = round, weight = 1.0"))
+        conn.execute(text(f"CREATE INDEX ix_{table}_counted_in ON {table} (counted_in)"))
+    log.info("database upgraded: %s gained counted_in and weight (late aggregates carried into later rounds)", table)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -258,11 +282,19 @@ def find_aggregate(s: Session, gw: str, r: int) -> AggregateRow | None:
 
 
 def round_aggregates(s: Session, r: int) -> list[AggregateRow]:
-    return list(s.scalars(select(AggregateRow).where(AggregateRow.round == r).order_by(AggregateRow.id)))
+    """The aggregates round ``r``'s global update includes: its own and those carried into it."""
+    return list(s.scalars(select(AggregateRow).where(AggregateRow.counted_in == r).order_by(AggregateRow.id)))
 
 
 def reporters(s: Session, r: int) -> set[str]:
+    """The gateways that posted round ``r``'s own aggregate."""
     return set(s.scalars(select(AggregateRow.gw).where(AggregateRow.round == r)))
+
+
+def carried_count(s: Session, r: int) -> int:
+    """How many late aggregates of earlier rounds are carried into round ``r``."""
+    query = select(func.count()).where(AggregateRow.counted_in == r, AggregateRow.round != r)
+    return int(s.scalar(query) or 0)
 
 
 def rounds_reported(s: Session) -> dict[str, int]:

@@ -32,6 +32,15 @@ class GatewayShare(BaseModel):
     loss: float
 
 
+class CarriedShare(GatewayShare):
+    """A late aggregate of an earlier round counted in this one, its ``sum`` scaled by ``weight`` = 1/√(1+staleness)."""
+
+    gw: str
+    round: int = Field(description="the round the aggregate was trained for")
+    staleness: int
+    weight: float
+
+
 class RoundInfo(BaseModel):
     """One round; ``accuracy``/``loss`` are the held-out evaluation of the model the round produced."""
 
@@ -42,7 +51,10 @@ class RoundInfo(BaseModel):
     n: int
     accuracy: float | None
     loss: float | None
-    gateways: dict[str, GatewayShare]
+    gateways: dict[str, GatewayShare] = Field(description="this round's own aggregates by gateway")
+    carried: list[CarriedShare] = Field(
+        default_factory=list, description="late aggregates of earlier rounds counted in this one (k and n include them)"
+    )
     train_loss: float | None = Field(None, description="sample-weighted mean of the gateways' training loss")
     bytes_up: int = 0
     deadline: float | None = None
@@ -84,6 +96,8 @@ class Status(BaseModel):
 class AggregateResult(BaseModel):
     accepted: bool
     duplicate: bool
+    round: int | None = Field(default=None, description="the round a late aggregate counts in (the open round)")
+    staleness: int = Field(default=0, description="rounds between the aggregate's round and the one it counts in")
 
 
 class Health(BaseModel):

@@ -171,7 +171,12 @@ class CloudClient:
             return Delivery("unreachable", False, f"{type(exc).__name__}: {exc}")
         code = response.status_code
         if code == 200:
-            return Delivery("duplicate" if _json(response).get("duplicate") else "accepted", True)
+            answer = _json(response)
+            if answer.get("duplicate"):
+                return Delivery("duplicate", True)
+            counted_in = answer.get("round", round)
+            note = "" if counted_in == round else f"late, counted in round {counted_in}"
+            return Delivery("accepted", True, note)
         detail = f"HTTP {code} {response.text[:200]}"
         if code == 409:
             return Delivery(str(_detail(response).get("reason", "conflict")), True, detail)

@@ -144,7 +144,7 @@ class Forwarder:
             log.info(
                 "round %d posted (%s): k=%d n=%d after %d failed attempt(s), %.1f s in the outbox; outbox depth %d",
                 entry.round,
-                outcome.result,
+                f"{outcome.result}, {outcome.detail}" if outcome.detail else outcome.result,
                 entry.k,
                 entry.n,
                 entry.attempts,

@@ -100,6 +100,16 @@ class Journal:
         self.round = round
         return replay
 
+    def unfinished(self, before: int) -> tuple[int, int, str, Replay] | None:
+        """(round, base, model, replay) of the journaled round when it is older than ``before`` and holds accepted
+        updates: a stop or crash cut it short while the cloud moved on, and its updates were acknowledged."""
+        with self._transaction(write=False) as db:
+            row = db.execute("SELECT round, base, model FROM journal_rounds WHERE round < ?", (before,)).fetchone()
+            if row is None:
+                return None
+            replay = self._load(db, int(row[0]), int(row[1]))
+        return (int(row[0]), int(row[1]), str(row[2]), replay) if replay.ups else None
+
     def update(self, up: Up, topic: str, payload: bytes, into_sub: int | None = None) -> None:
         """Commit an accepted update durably (called before its ``accepted`` ack goes out); raises ``StateError``.
 

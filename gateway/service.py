@@ -3,7 +3,8 @@
 ``run(settings, stop)`` blocks until ``stop`` is set. Every wait is sliced so a stop is honoured within about a
 second (an HTTP request in flight may hold it for its own timeout). A closed round's ``agg`` goes into the durable
 outbox and a ``Forwarder`` thread posts it while the round loop carries on; a restarted gateway resumes the open
-round from its journal, and skips a round the outbox shows it already forwarded.
+round from its journal, skips a round the outbox shows it already forwarded, and forwards a journaled round the
+cloud has moved past (late: the cloud counts it in its open round).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -146,6 +148,7 @@ class RoundLoop:
         digest = model_digest(model.w)
         self.round = info.round
         self.node.set_mode(info.mode)
+        self._forward_unfinished(info, model.w)
         forwarded = self.outbox.state_of(info.round, info.base, digest)
         if forwarded is not None:
             return self._hold_forwarded(info, model.w, forwarded)
@@ -195,6 +198,30 @@ class RoundLoop:
         self.node.pause.reached("before_forward", self.stop)
         self._enqueue(info, local, digest)
         return True
+
+    def _forward_unfinished(self, info: RoundInfo, w: np.ndarray) -> None:
+        """Queue the aggregate of a journaled round the cloud has moved past (a stop or crash cut it short): its
+        updates were acknowledged, and the cloud counts a late aggregate in its open round, staleness-weighted."""
+        left = self.journal.unfinished(info.round)
+        if left is None:
+            return
+        round_, base, digest, replay = left
+        if self.outbox.state_of(round_, base, digest) is not None:
+            return
+        past = replace(info, round=round_, base=base)
+        # The reported sum is n · (the sub-rounds' mean deltas), whatever weights the sub-rounds started from.
+        local = LocalModel(w)
+        for sub in sorted(set(replay.ups) | replay.closed):
+            self.node.open_sub_round(_task(past, local.weights, sub, time.time()), replay.ups.get(sub, []), False)
+            local.fold(self.node.close_sub_round(journal=False))
+        log.warning(
+            "round %d was cut short by a stop or crash and the cloud is at round %d: forwarding its %d journaled "
+            "update(s) late",
+            round_,
+            info.round,
+            sum(len(ups) for ups in replay.ups.values()),
+        )
+        self._enqueue(past, local, digest)
 
     def _hold_forwarded(self, info: RoundInfo, w: np.ndarray, state: str) -> bool:
         """A round the outbox already holds (a restart after forwarding): answer its devices, do not run it again."""

@@ -43,6 +43,7 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 @router.post(
     "/rounds/{round}/aggregates",
     response_model=AggregateResult,
+    response_model_exclude_defaults=True,  # `round` and `staleness` only for a late aggregate carried forward
     openapi_extra=_MSGPACK_BODY,
     responses={400: {}, 401: {}, 403: {}, 409: {}, 413: {}, 422: {}},
     summary="Post a gateway's aggregate for a round",
@@ -67,9 +68,11 @@ async def post_aggregate(
         raise refuse(status.HTTP_403_FORBIDDEN, "forbidden", f"this token belongs to {gw!r}, not {agg.gw!r}")
     if agg.round != round:
         raise refuse(status.HTTP_400_BAD_REQUEST, "round_mismatch", f"path round {round} != body round {agg.round}")
-    verdict = await run_in_threadpool(rounds.submit, agg)
-    if verdict is Verdict.ACCEPTED:
+    result = await run_in_threadpool(rounds.submit, agg)
+    if result.verdict is Verdict.CARRIED:
+        return AggregateResult(accepted=True, duplicate=False, round=result.counted_in, staleness=result.staleness)
+    if result.verdict is Verdict.ACCEPTED:
         return AggregateResult(accepted=True, duplicate=False)
-    if verdict is Verdict.DUPLICATE:
+    if result.verdict is Verdict.DUPLICATE:
         return AggregateResult(accepted=False, duplicate=True)
-    raise problem(status.HTTP_409_CONFLICT, verdict.value)
+    raise problem(status.HTTP_409_CONFLICT, result.verdict.value)

@@ -92,12 +92,12 @@ def test_a_repeat_is_a_duplicate_and_changes_nothing(cloud: Cloud) -> None:
     assert cloud.round(1)["n"] == 20
 
 
-def test_late_future_and_base_mismatch_are_409(cloud: Cloud) -> None:
+def test_future_and_base_mismatch_are_409(cloud: Cloud) -> None:
     assert cloud.post(cloud.agg("gw0", 1)).status_code == 200  # only gw0 is live: round 1 closes
     assert cloud.current()["round"] == 2
     cases = [
-        (cloud.agg("gw1", 1), "late"),
         (cloud.agg("gw1", 3), "future_round"),
+        (cloud.agg("gw1", 1, base=1), "base_mismatch"),  # a closed round's aggregate from another base
         (cloud.agg("gw1", 2, base=0), "base_mismatch"),
         (cloud.agg("gw1", 2, base=2), "base_mismatch"),
     ]

@@ -57,6 +57,7 @@ def test_the_unique_constraint_holds_below_the_service(db_url: str, dataset) -> 
                 devices=[],
                 total=b"",
                 received_at=time.time(),
+                counted_in=1,
             )
 
         with first.transaction(write=True) as s:

@@ -17,7 +17,9 @@ def test_verdicts_in_the_protocol_order() -> None:
     assert verdict() is Verdict.ACCEPTED
     assert verdict(duplicate=True, round_state="closed", agg_base=9) is Verdict.DUPLICATE
     assert verdict(agg_base=1) is Verdict.BASE_MISMATCH
-    assert verdict(round_state="closed", agg_round=2, round_base=1) is Verdict.LATE
+    # a closed round's aggregate (its gateway was cut off) is carried into the open round while rounds remain
+    assert verdict(round_state="closed", agg_round=2, round_base=1, agg_base=1) is Verdict.CARRIED
+    assert verdict(round_state="closed", agg_round=2, round_base=1, agg_base=2) is Verdict.BASE_MISMATCH
     assert verdict(round_state=None, round_base=None, agg_round=4) is Verdict.FUTURE
     # after the last round nothing more is accepted
     assert verdict(done=True, round_state="closed", agg_round=2) is Verdict.LATE
@@ -25,20 +27,23 @@ def test_verdicts_in_the_protocol_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("now", "deadline", "reported", "live", "minimum", "step"),
+    ("now", "deadline", "reported", "live", "minimum", "step", "carried"),
     [
-        (0, 10, {"a"}, {"a", "b"}, 1, Step.WAIT),
-        (0, 10, {"a", "b"}, {"a", "b"}, 1, Step.CLOSE),
-        (0, 10, {"a"}, {"a"}, 2, Step.WAIT),  # min_gateways not reached
-        (0, 10, {"a"}, set(), 1, Step.CLOSE),  # the only reporter went quiet: nobody live is missing
-        (10, 10, {"a"}, {"a", "b"}, 1, Step.CLOSE),
-        (10, 10, set(), {"a", "b"}, 1, Step.EXTEND),
-        (0, None, set(), set(), 1, Step.WAIT),
-        (99, None, {"a"}, {"a", "b"}, 1, Step.WAIT),  # round 1 before its clock starts
+        (0, 10, {"a"}, {"a", "b"}, 1, Step.WAIT, 0),
+        (0, 10, {"a", "b"}, {"a", "b"}, 1, Step.CLOSE, 0),
+        (0, 10, {"a"}, {"a"}, 2, Step.WAIT, 0),  # min_gateways not reached
+        (0, 10, {"a"}, set(), 1, Step.CLOSE, 0),  # the only reporter went quiet: nobody live is missing
+        (10, 10, {"a"}, {"a", "b"}, 1, Step.CLOSE, 0),
+        (10, 10, set(), {"a", "b"}, 1, Step.EXTEND, 0),
+        (10, 10, set(), {"a", "b"}, 1, Step.CLOSE, 1),  # only a carried late aggregate: still something to apply
+        (0, 10, set(), {"a"}, 1, Step.WAIT, 1),  # a carried aggregate is not the live gateway's report
+        (0, None, set(), set(), 1, Step.WAIT, 0),
+        (99, None, {"a"}, {"a", "b"}, 1, Step.WAIT, 0),  # round 1 before its clock starts
     ],
 )
-def test_next_step(now, deadline, reported, live, minimum, step) -> None:
-    assert next_step(now=now, deadline=deadline, reported=reported, live=live, min_gateways=minimum) is step
+def test_next_step(now, deadline, reported, live, minimum, step, carried) -> None:
+    got = next_step(now=now, deadline=deadline, reported=reported, live=live, min_gateways=minimum, carried=carried)
+    assert got is step
 
 
 def test_liveness_window_is_twice_the_timeout() -> None:
