@@ -118,6 +118,11 @@ def test_post_outcomes(server: tuple[str, Script]) -> None:
     assert client.post(agg(), time.monotonic() + 5) == "duplicate"
     script.answer("POST", path, (409, {"detail": {"reason": "late"}}))
     assert client.post(agg(), time.monotonic() + 5) == "late"
+    script.answer("POST", path, (200, {"accepted": True, "duplicate": False, "round": 5, "staleness": 2}))
+    carried = client.send(3, agg().encode())
+    assert (carried.result, carried.final, carried.detail) == ("accepted", True, "late, counted in round 5")
+    script.answer("POST", path, (200, {"accepted": True, "duplicate": False}))
+    assert client.send(3, agg().encode()).detail == ""
     script.answer("POST", path, (401, {"detail": "bad token"}))
     with pytest.raises(CloudRefused, match="401"):
         client.post(agg(), time.monotonic() + 5)
