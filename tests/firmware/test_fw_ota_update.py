@@ -11,7 +11,6 @@ import pytest
 from fw_device import Boot, Device, Observer, device_config
 from micropython_runner import FIRMWARE, MicroPythonRunner
 
-from flcore.messages import Status
 from iotfl.broker import Broker
 from iotfl.ota import OtaImage, build_image, image_files, publish_image
 
@@ -66,7 +65,7 @@ def test_a_good_image_is_installed_and_runs(device: Device, mosquitto: Broker, o
     for name, data in files.items():
         assert (device.folder / name).read_bytes() == data
     assert device.state("ota.json") == {"state": "ok", "version": "0.2.0", "serial": 7, "bad": []}
-    assert Status.decode(observer.on(STATUS)[-1]).fw == "0.2.0"
+    assert observer.last_status(STATUS, fw="0.2.0").fw == "0.2.0"
     assert not (device.folder / "ota_new").exists() or not any((device.folder / "ota_new").iterdir())
     # later wakes run the new firmware and do not download it again
     again = out(wakes(device, 1))
@@ -89,7 +88,7 @@ def test_a_tampered_image_is_refused(device: Device, mosquitto: Broker, observer
     assert expected in text and "installed" not in text and "FW-MARK" not in text
     assert snapshot(device.folder) == before
     assert device.state("ota.json").get("state") is None  # nothing staged
-    assert Status.decode(observer.on(STATUS)[-1]).fw == "0.1.0"
+    assert observer.last_status(STATUS, fw="0.1.0").fw == "0.1.0"
     # refused once, not fetched again on the next wakes
     assert "ota:" not in out(wakes(device, 1))
 
@@ -110,5 +109,5 @@ def test_a_broken_image_rolls_back_after_max_boots(device: Device, mosquitto: Br
     after = {p.name: p.read_bytes() for p in device.folder.iterdir() if p.suffix in (".py", ".mpy")}
     assert after == before  # hello.py, which the image added, is gone too
     assert device.state("ota.json") == {"state": "ok", "version": "0.1.0", "serial": 7, "bad": ["0.2.0"]}
-    assert Status.decode(observer.on(STATUS)[-1]).fw == "0.1.0"
+    assert observer.last_status(STATUS, fw="0.1.0").fw == "0.1.0"
     assert "ota:" not in out(wakes(device, 1))  # the bad image is not installed again

@@ -11,7 +11,7 @@ from micropython_runner import MicroPythonRunner
 
 from flcore.datasets import sensors
 from flcore.endpoints import parse_broker_url
-from flcore.messages import Status, Task, Up
+from flcore.messages import Task, Up
 from flcore.model import ModelSpec
 from gateway.node import GatewayNode
 from iotfl.broker import Broker
@@ -66,7 +66,7 @@ def test_no_ack_means_the_same_seq_again_and_one_count(
     assert "no ack for seq 1 yet: sending it again" in output and "ack accepted for seq 1" in output
     state = dev.state()
     assert state["seq"] == 1 and state["pending"] is None and state["last"] == [1, 0]
-    assert Status.decode(observer.on(STATUS)[-1]).state == "sleeping"
+    assert observer.last_status(STATUS, state="sleeping").state == "sleeping"
 
 
 def test_update_survives_a_reset_and_goes_out_again_with_its_seq(

@@ -74,6 +74,7 @@ def test_a_declined_task_is_announced_and_the_board_sleeps_until_its_deadline(
     boots = dev.wake(30)
     ended = time.time()
     assert boots[-1].sleep_ms is not None, "\n".join(map(str, boots))
+    observer.last_status(STATUS, state="sleeping")
     statuses = [Status.decode(p) for p in observer.on(STATUS)]
     declined = [s for s in statuses if s.skip is not None]
     assert declined and (declined[0].round, declined[0].sub, declined[0].skip, declined[0].state) == (1, 0, reason,
@@ -123,7 +124,7 @@ def test_done_stops_training(
     boots = dev.wake(30)
     assert boots[-1].sleep_ms == 3_600_000 and "training finished: final model version 3" in boots[-1].stdout
     assert dev.state()["done"] is True and dev.state()["version"] == 3
-    assert observer.on(UP) == [] and Status.decode(observer.on(STATUS)[-1]).state == "sleeping"
+    assert observer.on(UP) == [] and observer.last_status(STATUS, state="sleeping").state == "sleeping"
 
 
 def test_a_bad_config_is_one_line_and_a_long_sleep(mpy_unix: MicroPythonRunner, tmp_path: Path) -> None:
