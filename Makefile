@@ -27,8 +27,8 @@ test: $(VENV)/.installed-test mosquitto
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check flcore device_sim gateway cloud iotfl tests
-	$(BIN)/ruff format --check flcore device_sim gateway cloud iotfl tests
+	$(BIN)/ruff check flcore device_sim gateway cloud iotfl tests benchmarks
+	$(BIN)/ruff format --check flcore device_sim gateway cloud iotfl tests benchmarks
 	$(BIN)/mypy
 
 clean:

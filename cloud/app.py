@@ -27,14 +27,14 @@ _ERROR_LOG_EVERY = 10.0  # seconds between repeated "deadline check failed" line
 
 def create_app(settings: CloudSettings, dataset: Dataset) -> FastAPI:
     """The aggregator for ``dataset``'s model; opens (or resumes from) ``settings.db`` before returning."""
-    if not settings.gateway_tokens:
+    if not settings.gateway_tokens and not settings.gateway_token_hashes:
         raise CloudError(
             "no gateway tokens: give each gateway one, e.g. --gateway-token gw0=SECRET "
-            "or IOTFL_GATEWAY_TOKENS='gw0=SECRET0,gw1=SECRET1'"
+            "or IOTFL_GATEWAY_TOKENS='gw0=SECRET0,gw1=SECRET1' (or their sha256: IOTFL_GATEWAY_TOKEN_HASHES)"
         )
     if dataset.x_test.shape[0] == 0 or dataset.x_test.shape[1] != dataset.layers[0]:
         raise CloudError(f"dataset {dataset.name!r} has no usable held-out split for layers {list(dataset.layers)}")
-    tokens = Tokens(settings.gateway_tokens)
+    tokens = Tokens(settings.gateway_tokens, settings.gateway_token_hashes)
     metrics = Metrics()
     storage = Storage(settings.db)
     try:

@@ -13,8 +13,10 @@ def token_hash(token: str) -> str:
 class Tokens:
     """Which gateway a bearer token belongs to."""
 
-    def __init__(self, tokens: dict[str, str]):
+    def __init__(self, tokens: dict[str, str], hashes: dict[str, str] | None = None):
+        """``tokens`` in plain text and/or ``hashes`` (gateway → sha256 hex, as ``iotfl provision fleet`` writes)."""
         self._hashes = {gw: token_hash(token) for gw, token in tokens.items()}
+        self._hashes.update(hashes or {})
 
     @property
     def hashes(self) -> dict[str, str]:

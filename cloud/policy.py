@@ -11,6 +11,7 @@ import numpy as np
 
 from flcore import fedavg
 from flcore.fedavg import WeightedSum
+from flcore.robust import FEDAVG, Rows, RuleParams, aggregate, robust_sum
 
 LIVE_FACTOR = 2.0  # a gateway is live while it checked in within LIVE_FACTOR × round_timeout
 
@@ -99,10 +100,20 @@ class GlobalUpdate:
 
 
 def global_update(
-    base: np.ndarray, sums: Iterable[tuple[np.ndarray, int, int, float]], server_lr: float = 1.0
+    base: np.ndarray,
+    sums: Iterable[tuple[np.ndarray, int, int, float]],
+    server_lr: float = 1.0,
+    rule: str = FEDAVG,
+    params: RuleParams | None = None,
 ) -> GlobalUpdate:
-    """``base + server_lr · Σ sum / Σ n`` over (sum, n, k, loss) aggregates."""
+    """``base + server_lr · Σ sum / Σ n`` over (sum, n, k, loss) aggregates; with a robust ``rule`` the step is
+    that rule over the aggregates' mean deltas ``sum / n`` instead (``n``, ``k`` and the loss still count all)."""
     acc = WeightedSum(len(base))
+    rows = None if rule == FEDAVG else Rows(len(base))
     for total, n, k, loss in sums:
         acc.add_sum(np.asarray(total, dtype=np.float64), n, k, loss)
+        if rows is not None:
+            rows.add_float(np.asarray(total, dtype=np.float64) / n, n)
+    if rows is not None and len(rows):
+        acc = robust_sum(acc, aggregate(rule, rows, params or RuleParams()).delta)
     return GlobalUpdate(fedavg.apply(base, acc, server_lr), acc.n, acc.k, acc.mean_loss)

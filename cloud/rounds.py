@@ -249,6 +249,8 @@ class Rounds:
             _from_f32(base.weights),
             ((a.weight * _from_f32(a.total), a.n, a.k, a.loss) for a in aggs),
             self.settings.server_lr,
+            self.settings.aggregation,
+            self.settings.rule_params,
         )
         accuracy, loss = self.evaluate(update.weights)
         s.add(ModelRow(version=r, weights=_f32(update.weights), accuracy=accuracy, loss=loss, created_at=now))

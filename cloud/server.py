@@ -6,6 +6,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -17,6 +18,7 @@ from cloud.app import create_app
 from cloud.errors import CloudError
 from cloud.settings import CloudSettings
 from flcore.datasets import Dataset
+from flcore.endpoints import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _tls_options(settings: CloudSettings) -> dict[str, str]:
+    """uvicorn's ssl options for ``tls_cert``/``tls_key`` (checked here: uvicorn would fail with a traceback)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        if not is_loopback(settings.host):
+            log.warning(
+                "serving plain http on %s: gateway tokens cross the network in clear; for a local demo only "
+                "(give --tls-cert and --tls-key, see docs/security.md)",
+                settings.host,
+            )
+        return {}
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CloudError(f"cannot use TLS certificate {settings.tls_cert} with key {settings.tls_key}: {exc}") from None
+    return {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
 
 
 class _Server(uvicorn.Server):
@@ -70,22 +90,28 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _server(app: FastAPI, sock: socket.socket) -> _Server:
+def _server(app: FastAPI, sock: socket.socket, tls: dict[str, str]) -> _Server:
     config = uvicorn.Config(
         app,
         lifespan="on",
         log_config=None,  # the caller's logging setup applies
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **tls,  # type: ignore[arg-type]
     )
-    return _Server(config, url_of(sock))
+    if tls:
+        config.load()  # builds uvicorn's SSL context, which takes no minimum version option
+        assert config.ssl is not None
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    return _Server(config, url_of(sock, bool(tls)))
 
 
 def serve(settings: CloudSettings, dataset: Dataset) -> None:
     """Serve the aggregator on ``settings.host:settings.port`` until SIGINT or SIGTERM, then shut down cleanly."""
+    tls = _tls_options(settings)
     app = create_app(settings, dataset)
     sock = bind(settings.host, settings.port)
-    server = _server(app, sock)
+    server = _server(app, sock, tls)
     try:
         server.run(sockets=[sock])
     finally:
@@ -98,9 +124,10 @@ def serve(settings: CloudSettings, dataset: Dataset) -> None:
 @contextlib.contextmanager
 def running(settings: CloudSettings, dataset: Dataset, *, startup_timeout: float = 15.0) -> Iterator[str]:
     """Serve from a background thread for the duration of the block; yields the base URL (``port=0`` is fine)."""
+    tls = _tls_options(settings)
     app = create_app(settings, dataset)
     sock = bind(settings.host, settings.port)
-    server = _server(app, sock)
+    server = _server(app, sock, tls)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="iotfl-cloud", daemon=True)
     thread.start()
     try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from flcore.robust.settings import RobustSettings
 from flcore.topics import is_valid_id
 
 
@@ -59,8 +61,9 @@ def _split_pair(item: Any) -> tuple[str, str]:
     return gw.strip(), token
 
 
-class CloudSettings(BaseSettings):
-    """Everything ``iotfl cloud`` needs; every field also reads ``IOTFL_<NAME>`` from the environment."""
+class CloudSettings(BaseSettings, RobustSettings):
+    """Everything ``iotfl cloud`` needs; every field also reads ``IOTFL_<NAME>`` from the environment. Its robust
+    ``aggregation`` rule runs over the gateways' mean deltas."""
 
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
@@ -74,6 +77,11 @@ class CloudSettings(BaseSettings):
     gateway_tokens: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="gateway id → bearer token, also 'gw0=a,gw1=b'"
     )
+    gateway_token_hashes: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="gateway id → sha256 hex of its token (what provisioning writes), 'gw0=…'"
+    )
+    tls_cert: Path | None = Field(None, description="PEM server certificate: serve https (with tls_key)")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     min_gateways: int = Field(1, ge=1, description="gateways that must check in before round 1's clock starts")
     round_timeout: float = Field(60.0, gt=0, le=86400, description="seconds a round stays open")
     lr: float = Field(0.05, gt=0, description="device learning rate")
@@ -83,6 +91,9 @@ class CloudSettings(BaseSettings):
     min_battery: float = Field(0.1, ge=0, le=1, description="battery a device needs to train")
     gateway_rounds: int = Field(1, ge=1, le=100, description="gateway sub-rounds per global round")
     server_lr: float = Field(1.0, gt=0, description="server learning rate applied to the FedAvg step")
+    max_samples: int = Field(
+        100_000, ge=1, description="samples one device update may claim (as at the gateways): agg n ≤ k × this"
+    )
     mode: Literal["sync", "async"] = Field(
         "sync", description="sync: updates of a closed round are late; async: gateways take them, staleness-weighted"
     )
@@ -91,6 +102,24 @@ class CloudSettings(BaseSettings):
     @classmethod
     def _tokens(cls, value: Any) -> dict[str, str]:
         return parse_tokens(value)
+
+    @field_validator("gateway_token_hashes", mode="before")
+    @classmethod
+    def _token_hashes(cls, value: Any) -> dict[str, str]:
+        hashes = {gw: digest.lower() for gw, digest in parse_tokens(value).items()}
+        for gw, digest in hashes.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"gateway {gw!r}: a token hash is the 64 hex digits of its sha256")
+        return hashes
+
+    @model_validator(mode="after")
+    def _auth_and_tls(self) -> CloudSettings:
+        both = set(self.gateway_tokens) & set(self.gateway_token_hashes)
+        if both:
+            raise ValueError(f"gateway {sorted(both)[0]!r} has both a token and a token hash; give one")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key (--tls-cert and --tls-key)")
+        return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # Tokens are secrets: a logged or printed settings object shows only the gateway ids.

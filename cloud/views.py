@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -102,3 +102,20 @@ class AggregateResult(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class ProblemDetail(BaseModel):
+    reason: str = Field(description="machine-readable code: a wire reason (decode, n_range, …) or the API's own")
+    message: str = Field("", description="what was wrong, for a human (omitted when the reason says it all)")
+
+
+class Problem(BaseModel):
+    """The body of every error the API itself raises."""
+
+    detail: ProblemDetail
+
+
+class ValidationProblem(BaseModel):
+    """FastAPI's answer to a path or query parameter it could not parse (a 422 without a ``reason``)."""
+
+    detail: list[dict[str, Any]]

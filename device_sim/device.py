@@ -9,6 +9,7 @@ guards the device's state; paho calls are made outside it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from device_sim.attack import Attack
 from device_sim.battery import Battery
 from device_sim.connection import Backoff, NetworkLoop, client_id, connect, cut, make_client
 from device_sim.outbox import Outbox, Pending
@@ -30,6 +32,7 @@ from device_sim.trainer import train_local
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
 from flcore.messages import Ack, Status, Task, Up
+from flcore.privacy import clip_and_noise
 from flcore.quantize import quantize
 from flcore.topics import GatewayTopics, status_topic
 
@@ -61,7 +64,11 @@ class SimDevice:
         pool: Executor,
         rssi: int = -60,
         on_event: Callable[[Event], None] | None = None,
+        key: bytes | None = None,
+        login: tuple[str, str] | None = None,
     ):
+        """``key``: the device's HMAC key; with one, every update is signed (``flcore.signing``). ``login``: its
+        own broker user and password (a provisioned fleet), instead of the broker URL's."""
         if len(x) == 0 or len(x) != len(y):
             raise ValueError(f"device {dev} needs at least one sample and one label per sample")
         self.dev, self.gw, self.x, self.y = dev, gw, x, y
@@ -70,14 +77,21 @@ class SimDevice:
         self.topics = GatewayTopics(settings.fleet, gw)
         self.status_topic = status_topic(settings.fleet, dev)
         self.address = parse_broker_url(settings.broker)
+        if login is not None:
+            self.address = dataclasses.replace(self.address, username=login[0], password=login[1])
         self.report = DeviceReport(dev, gw, ram_class, len(y), battery.level)
         self.connected = threading.Event()
         self.done = threading.Event()  # set by a task with done=true
         self.vanished = False  # chaos: gone for good without a word (see vanish())
         self.slow = False  # chaos: every update goes out SLOW_MARGIN after the task's deadline
+        self.attack: Attack | None = None  # a poisoning attacker (its labels are flipped by the fleet for label-flip)
         self._lock = threading.Lock()
         self._stopped = False
-        self._seq = 0
+        self.key = key
+        # A gateway refuses a signed update whose seq is not above the last it accepted, across restarts of either.
+        self._seq = 0 if key is None else int(time.time() * 1000)
+        # DP noise from OS entropy, never from the run's seed: noise an observer can regenerate protects nothing.
+        self._dp_rng = np.random.default_rng()
         self._last_key: tuple[int, int] | None = None
         self._next: Task | None = None
         self._scheduled = False
@@ -297,7 +311,14 @@ class SimDevice:
         seed = shuffle_seed(s.seed, self.dev, task.round, task.sub)
         new_w, loss = train_local(task.spec, task.w, self.x, self.y, task.lr, task.epochs, task.batch, seed)
         train_ms = int(round((time.perf_counter() - started) * 1000))
-        scales, q = quantize(new_w - task.w, task.chunk)
+        delta = new_w - task.w
+        if s.dp_clip > 0:
+            delta, norm = clip_and_noise(delta, s.dp_clip, s.dp_noise, self._dp_rng)
+            log.debug("%s: round %d delta norm %.4f, clip %.4f", self.dev, task.round, norm, s.dp_clip)
+            loss = 0.0  # the training loss is a function of the data that the noise does not cover
+        if self.attack is not None:
+            delta = self.attack.poison(delta)  # after any DP clipping: an attacker does not bound itself
+        scales, q = quantize(delta, task.chunk)
         with self._lock:
             if self._stopped or self.done.is_set() or self._last_key != (task.round, task.sub):
                 return  # superseded while training: the gateway has moved on
@@ -313,7 +334,7 @@ class SimDevice:
             up = Up(
                 self.dev, task.round, task.base, len(self.y), loss, self._seq, task.chunk, scales, q, task.sub, meta
             )
-            pending = Pending(up.seq, task.round, task.sub, up.encode())
+            pending = Pending(up.seq, task.round, task.sub, up.encode(key=self.key))
             self.report.trainings += 1
             self._record_round(task.round, trained=True)
             delay = task.deadline + SLOW_MARGIN - time.time() if self.slow else 0.0

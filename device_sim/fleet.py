@@ -16,14 +16,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from device_sim.attack import parse_attack
 from device_sim.battery import Battery
 from device_sim.chaos import FleetChaos
 from device_sim.device import SimDevice
-from device_sim.population import build_population
+from device_sim.population import DeviceProfile, build_population
+from device_sim.provisioned import logins_for
 from device_sim.report import FleetReport
 from device_sim.settings import FleetSettings
 from flcore.datasets import Dataset
 from flcore.endpoints import parse_broker_url
+from flcore.model import ModelSpec
+from flcore.resources import can_train
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,8 @@ def run_fleet(
 ) -> FleetReport:
     """Connect every device, serve tasks until every device saw ``done: true`` (or ``stop`` / ``run_timeout``).
 
-    Raises ConnectionError (a readable message) when devices cannot reach the broker at all.
+    Raises ConnectionError (a readable message) when devices cannot reach the broker at all, ValueError when
+    ``settings.provisioned`` does not hold every simulated device.
     """
     started = time.monotonic()
     end = None if settings.run_timeout is None else started + settings.run_timeout
@@ -67,24 +72,33 @@ def run_fleet(
         emit(event)
 
     slow = chaos.initially_slow([p.dev for p in profiles])
+    keys = settings.keys()
+    logins = logins_for(settings.provisioned, {p.dev: p.gw for p in profiles})
+    attack = parse_attack(settings.attack) if settings.attack else None
+    attackers = set() if attack is None else attack.choose(trainers(profiles, dataset), len(profiles), settings.seed)
     finished = False
     try:
         for p in profiles:
             if stop.is_set():
                 break
+            hostile = attack if p.dev in attackers else None
+            y = dataset.y_train[p.indices]
             device = SimDevice(
                 p.dev,
                 p.gw,
                 dataset.x_train[p.indices],
-                dataset.y_train[p.indices],
+                y if hostile is None else hostile.labels(y, dataset.layers[-1]),
                 ram_class=p.ram_class,
                 battery=Battery(model, p.battery),
                 settings=settings,
                 pool=pool,
                 rssi=p.rssi,
                 on_event=on_event,
+                key=keys.get(p.dev),
+                login=logins.get(p.dev),
             )
             device.slow = p.dev in slow
+            device.attack = hostile
             device.start()
             devices.append(device)
             if settings.connect_stagger:
@@ -115,7 +129,14 @@ def run_fleet(
         pool.shutdown(wait=True, cancel_futures=True)
     seconds = time.monotonic() - started
     emit({"event": "fleet_finished", "seconds": seconds, "stopped": not finished})
-    return FleetReport([d.report for d in devices], seconds, stopped=not finished, chaos=chaos.events)
+    reports = [d.report for d in devices]
+    return FleetReport(reports, seconds, stopped=not finished, chaos=chaos.events, attackers=sorted(attackers))
+
+
+def trainers(profiles: list[DeviceProfile], dataset: Dataset) -> list[str]:
+    """Devices whose RAM class can train the dataset's model at all (batch 1): the ones an attacker can be."""
+    spec = ModelSpec(dataset.layers)
+    return [p.dev for p in profiles if can_train(spec, p.ram_class, 1)]
 
 
 def _stop_all(devices: list[SimDevice]) -> None:

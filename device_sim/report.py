@@ -53,6 +53,7 @@ class FleetReport:
     seconds: float
     stopped: bool  # True when ended by ``stop`` or ``run_timeout`` rather than by done=true
     chaos: list[dict[str, Any]] = field(default_factory=list)  # device faults injected, in order
+    attackers: list[str] = field(default_factory=list)  # devices sending poisoned updates (settings.attack)
 
     @property
     def bytes_up(self) -> int:
@@ -97,6 +98,7 @@ class FleetReport:
             "bytes_up": self.bytes_up,
             "battery_by_round": {str(r): v for r, v in self.battery_by_round.items()},
             "chaos": self.chaos,
+            "attackers": sorted(self.attackers),
             "per_device": [
                 {
                     "dev": d.dev,

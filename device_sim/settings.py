@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from device_sim.attack import parse_attack
 from device_sim.battery import BatteryModel, Profile
 from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.resources import RAM_CLASSES
+from flcore.signing import KeyFileError, parse_key_file
 from flcore.topics import check_id
 
 # Mostly devices that can train the digits MLP (class2: 50 KB, constrained: 256 KB), plus a few sensors that
@@ -76,11 +80,41 @@ class FleetSettings(BaseSettings):
         None, description="Device faults to inject, e.g. 'drop-devices:30%@round3,slow-devices:20%' (flcore.chaos)."
     )
     rounds: int = Field(20, ge=1, description="Rounds of the run (the cloud's --rounds): places @F chaos triggers.")
+    device_keys: Path | None = Field(
+        None, description='JSON {"<dev>": "<64 hex>"}: a device with a key signs its updates (docs/protocol.md).'
+    )
+    provisioned: Path | None = Field(
+        None,
+        description="Folder of `iotfl provision fleet`: each device logs in with its devices/<dev>/config.json "
+        "credentials; its ca/ca.crt and device-keys.json are the defaults of tls_ca and device_keys.",
+    )
+    dp_clip: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="DP: clip each update's delta to this L2 norm (0 = DP off)."
+    )
+    dp_noise: float = Field(
+        1.0, gt=0, allow_inf_nan=False, description="DP noise multiplier z: Gaussian noise std z × dp_clip."
+    )
+    dp_delta: float = Field(1e-5, gt=0, lt=1, description="DP: the δ at which the run's ε is reported.")
+    attack: str | None = Field(
+        None, description="Poisoning attackers KIND:PCT, KIND sign-flip | scale10 | label-flip (device_sim.attack)."
+    )
 
     @field_validator("fleet")
     @classmethod
     def _fleet_id(cls, value: str) -> str:
         return check_id(value, "fleet")
+
+    @field_validator("attack")
+    @classmethod
+    def _attack(cls, value: str | None) -> str | None:
+        return str(parse_attack(value)) if value and value.strip() else None
+
+    @field_validator("device_keys")
+    @classmethod
+    def _key_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_keys(value)
+        return value
 
     @field_validator("ram_mix")
     @classmethod
@@ -115,6 +149,21 @@ class FleetSettings(BaseSettings):
             raise ValueError("reconnect_max must be >= reconnect_min")
         return self
 
+    @model_validator(mode="after")
+    def _provisioned_defaults(self) -> FleetSettings:
+        if self.provisioned is not None:
+            ca, keys = self.provisioned / "ca" / "ca.crt", self.provisioned / "device-keys.json"
+            if self.tls_ca is None and ca.is_file():
+                self.tls_ca = str(ca)
+            if self.device_keys is None and keys.is_file():
+                read_keys(keys)
+                self.device_keys = keys
+        return self
+
+    def keys(self) -> dict[str, bytes]:
+        """The signing key of each device that has one."""
+        return {} if self.device_keys is None else read_keys(self.device_keys)
+
     def chaos_plan(self) -> ChaosPlan:
         """The device faults with their triggers as absolute rounds of a ``rounds``-round run."""
         return parse_chaos(self.chaos or "").resolved(self.rounds)
@@ -131,4 +180,12 @@ class FleetSettings(BaseSettings):
         )
 
 
-__all__ = ["DEFAULT_RAM_MIX", "FleetSettings"]
+def read_keys(path: Path) -> dict[str, bytes]:
+    """A device key file's keys; ValueError (one line) when it cannot be read or is bad."""
+    try:
+        return parse_key_file(path.read_text(), f"device key file {path}")
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the device key file {path}: {exc.strerror or exc}") from None
+
+
+__all__ = ["DEFAULT_RAM_MIX", "FleetSettings", "read_keys"]

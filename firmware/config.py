@@ -1,5 +1,6 @@
 # config.json: load, fill defaults, validate. `iotfl provision device` writes the file; see docs/firmware.md.
 import json
+from binascii import unhexlify
 
 # Training RAM per class in bytes, as in flcore/resources.py (class0 never trains).
 RAM_CLASSES = {"class0": 0, "class1": 10 * 1024, "class2": 50 * 1024, "constrained": 256 * 1024}
@@ -23,6 +24,7 @@ _DEFAULTS = {
     "sock_timeout_ms": 5000,
     "seed": 0,
     "debug": False,
+    "hmac": None,  # the device's update-signing key, 64 hex digits; None sends unsigned updates
 }
 # the nested objects' defaults: broker, sleep, ota (module-level names are interned for good on the board, so few)
 _NESTED = {
@@ -52,6 +54,15 @@ def _is_id(value):
         if not (ch.isalpha() or ch.isdigit() or ch == "_" or ch == "-") or ord(ch) > 127:
             return False
     return True
+
+
+def _hex(text):
+    # unhexlify, not a loop over the characters: each 1-char string would be interned on the board for good
+    try:
+        unhexlify(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _merge(default, value, key):
@@ -134,6 +145,9 @@ def validate(raw):
         _num(cfg["sleep"], key, 0, 7 * 24 * 3600 * 1000, "sleep", int)
     if cfg["sleep"]["min_ms"] > cfg["sleep"]["max_ms"]:
         raise ConfigError("sleep.min_ms must not exceed sleep.max_ms")
+    key = cfg["hmac"]
+    if key is not None and not (isinstance(key, str) and len(key) == 64 and _hex(key)):
+        raise ConfigError("hmac must be 64 hex digits (the device's update-signing key)")  # the key is not echoed
     if cfg["ota"] is not None:
         ota = _merge(_NESTED["ota"], cfg["ota"], "ota")
         if not isinstance(ota["key"], str) or len(ota["key"]) < 16:

@@ -1,5 +1,6 @@
 # The training phase of a wake, run with the network code unloaded: the task's MLP from BASE, local epochs on
 # the samples from board.read_samples(), the int8 delta written to the store's pending file for node.py to send.
+import binascii
 import gc
 import hashlib
 import struct
@@ -79,10 +80,11 @@ def _train(cfg, st, t):
     seq = st.next_seq()
     meta = {"battery": t["battery"], "train_ms": train_ms, "ram_class": cfg["ram_class"], "fw": t["fw"]}
     up = (cfg["dev"], rnd, t["base"], n, loss, seq, chunk, scales, q, sub, meta)
+    key = binascii.unhexlify(cfg["hmac"]) if cfg["hmac"] else None  # config.json's key: a signed update
     with st.open_pending("wb") as f:
-        upmsg.write_up(f.write, *up)
-    pending = {"seq": seq, "round": rnd, "sub": sub, "base": t["base"], "size": upmsg.up_size(*up), "sends": 0}
-    # stored before the first send: after a reset the same bytes go out again with the same seq
+        upmsg.write_up(f.write, *up, key=key)
+    pending = {"seq": seq, "round": rnd, "sub": sub, "base": t["base"], "size": upmsg.up_size(*up, key=key), "sends": 0}
+    # stored before the first send, sig included: after a reset the same bytes go out again with the same seq
     st.set(pending=pending, task=None)
     board.mem("update")
     print("iotfl: round", rnd, "sub", sub, "trained on", n, "samples in", train_ms, "ms, loss", loss, "seq", seq)

@@ -1,7 +1,8 @@
 # The up message of wire v1, streamed through write(buf): scales and q go out straight from their buffers. Keys
 # are written in flcore's order with unset optional fields omitted, so the bytes equal flcore's Up(...).encode().
 # MicroPython dicts do not keep insertion order, so meta keys are written in a fixed order (the known ones, then
-# the rest sorted); flcore receivers read meta by key.
+# the rest sorted); flcore receivers read meta by key. With a key (config.json "hmac") the message is signed: the
+# map counts one more entry, every byte written so far goes through the HMAC too, and the sig tail ends it.
 
 from mpack import Packer
 from wire import WIRE_VERSION, _fields
@@ -12,6 +13,7 @@ except ImportError:
     uctypes = None
 
 META_ORDER = ("battery", "train_ms", "ram_class", "fw")
+SIG_TAIL = b"\xa3sig\xc4\x20"  # fixstr "sig" and the bin 8 header of the 32-byte HMAC: not signed itself
 
 
 def _f32_bytes(arr, count):
@@ -21,15 +23,26 @@ def _f32_bytes(arr, count):
     return bytes(memoryview(arr)[:count])
 
 
-def write_up(write, dev, rnd, base, n, loss, seq, chunk, scales, q, sub=0, meta=None, size=None):
-    """Stream the up message for q[:size] (int8 bytes) and its ceil(size/chunk) scales (array('f'))."""
+def write_up(write, dev, rnd, base, n, loss, seq, chunk, scales, q, sub=0, meta=None, size=None, key=None):
+    """Stream the up message for q[:size] (int8 bytes) and its ceil(size/chunk) scales (array('f')), signed with
+    key (32 bytes) when given."""
     if size is None:
         size = len(q)
     nscales = (size + chunk - 1) // chunk
     if size > len(q) or nscales > len(scales):
         raise ValueError("up buffers too small")
+    out = write
+    if key is not None:
+        from upsig import Mac
+
+        mac = Mac(key)
+
+        def write(data):
+            mac(data)
+            out(data)
+
     p = Packer(write)
-    p.map(11 + (1 if sub else 0) + (1 if meta is not None else 0))
+    p.map(11 + (1 if sub else 0) + (1 if meta is not None else 0) + (1 if key is not None else 0))
     _fields(p, (("v", WIRE_VERSION), ("t", "up"), ("dev", dev), ("round", rnd), ("base", base), ("n", n)))
     _fields(p, (("loss", float(loss)), ("seq", seq), ("chunk", chunk)))
     p.str("scales")
@@ -45,13 +58,17 @@ def write_up(write, dev, rnd, base, n, loss, seq, chunk, scales, q, sub=0, meta=
         p.str("meta")
         p.map(len(keys))
         _fields(p, [(k, meta[k]) for k in keys])
+    if key is not None:
+        out(SIG_TAIL)
+        out(mac.digest())
 
 
-def up_size(dev, rnd, base, n, loss, seq, chunk, scales, q, sub=0, meta=None, size=None):
+def up_size(dev, rnd, base, n, loss, seq, chunk, scales, q, sub=0, meta=None, size=None, key=None):
     """The byte length of write_up's message (an MQTT publish needs it before the payload)."""
     count = Sink()
     write_up(count, dev, rnd, base, n, loss, seq, chunk, scales, q, sub, meta, size)
-    return count.n
+    # a signed message has one more map entry (the header stays one byte below 16 entries) and the 38-byte tail
+    return count.n + (38 if key is not None else 0)
 
 
 class Sink:

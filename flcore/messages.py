@@ -16,10 +16,20 @@ from flcore.errors import WireError
 from flcore.model import ModelSpec
 from flcore.quantize import MAX_CHUNK, chunk_count, dequantize
 from flcore.schema import WIRE_VERSION, Fields, is_number, pack, unpack
+from flcore.signing import SIG_BYTES, SIG_TAIL, TAIL_BYTES, attach, sign
 from flcore.topics import is_valid_id
 
 MAX_UPDATE_BYTES = 1 << 20
 MAX_SAMPLES = 100_000
+# A gateway stores seq in SQLite (signed 64-bit); a signing device starts at unix milliseconds, far below this.
+MAX_SEQ = (1 << 63) - 1
+# The cloud stores rounds, versions and update counts as 32-bit SQL INTEGER, byte and sample totals as 64-bit.
+MAX_INT32 = (1 << 31) - 1
+# Hostile-input caps: a largest update (|delta| ≤ 127·MAX_SCALE, n ≤ MAX_SAMPLES) keeps n·delta, summed over ~10⁷
+# updates, finite in float32, so one device cannot turn its gateway's aggregate (or model) into inf; and n·loss
+# summed over a fleet stays finite in float64 (an inf mean loss would make the cloud's JSON unservable).
+MAX_SCALE = 1e24
+MAX_LOSS = 1e30
 ACK_STATUSES = ("accepted", "duplicate", "late", "rejected")
 DEVICE_STATES = ("online", "sleeping", "offline")
 _META_TYPES: dict[str, tuple[type, ...]] = {
@@ -44,7 +54,8 @@ def _without_none(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 @dataclass(frozen=True, eq=False)
 class Up:
-    """A device's int8-quantized model delta for one (round, sub)."""
+    """A device's int8-quantized model delta for one (round, sub); ``sig`` is the HMAC of a signed one
+    (``flcore.signing``)."""
 
     dev: str
     round: int
@@ -57,12 +68,14 @@ class Up:
     q: np.ndarray
     sub: int = 0
     meta: dict[str, Any] | None = None
+    sig: bytes | None = None
 
     def delta(self) -> np.ndarray:
         return dequantize(self.q, self.scales, self.chunk)
 
-    def encode(self) -> bytes:
-        return pack(
+    def encode(self, key: bytes | None = None) -> bytes:
+        """The wire bytes; signed with ``key`` when given, else carrying ``sig`` when set (a decoded signed one)."""
+        payload = pack(
             _without_none(
                 [
                     ("v", WIRE_VERSION),
@@ -81,6 +94,9 @@ class Up:
                 ]
             )
         )
+        if key is not None:
+            return sign(payload, key)
+        return payload if self.sig is None else attach(payload, self.sig)
 
     @classmethod
     def decode(
@@ -95,7 +111,8 @@ class Up:
         """Validate and decode; ``params`` is P of the round's model, ``topic_dev`` the ``<dev>`` of the topic."""
         f = Fields(unpack(data, "up", max_bytes))
         dev = f.text("dev")
-        rnd, base, seq = f.integer("round", lo=1), f.integer("base", lo=0), f.integer("seq", lo=0)
+        rnd, base = f.integer("round", lo=1), f.integer("base", lo=0)
+        seq = f.integer("seq", lo=0, hi=MAX_SEQ)
         n, chunk = f.integer("n"), f.integer("chunk")
         loss = f.number("loss")
         scales_raw, q_raw = f.bin("scales"), f.bin("q")
@@ -113,10 +130,10 @@ class Up:
         if len(scales_raw) != 4 * chunk_count(size, chunk):
             raise f.fail("length", f"scales has {len(scales_raw)} bytes, expected {4 * chunk_count(size, chunk)}")
         scales = _f32(scales_raw)
-        if not (np.all(np.isfinite(scales)) and np.all(scales >= 0)):
-            raise f.fail("scale", "every scale must be finite and >= 0")
-        if not np.isfinite(loss):
-            raise f.fail("loss", "loss is not finite")
+        if not (np.all(np.isfinite(scales)) and np.all(scales >= 0) and np.all(scales <= MAX_SCALE)):
+            raise f.fail("scale", f"every scale must be finite and in 0..{MAX_SCALE:g}")
+        if not (np.isfinite(loss) and abs(loss) <= MAX_LOSS):
+            raise f.fail("loss", f"loss is not finite or beyond ±{MAX_LOSS:g}")
         if meta is not None:
             for key, types in _META_TYPES.items():
                 value = meta.get(key)
@@ -125,8 +142,14 @@ class Up:
             battery = meta.get("battery")
             if battery is not None and not 0.0 <= battery <= 1.0:
                 raise f.fail("schema", f"meta.battery={battery} outside 0..1")
+        sig = f.obj.get("sig")
+        # The MAC covers the bytes before a fixed tail, so `sig` must be exactly that tail (see flcore.signing).
+        if "sig" in f.obj and not (
+            isinstance(sig, bytes) and len(sig) == SIG_BYTES and bytes(data[-TAIL_BYTES:]) == SIG_TAIL + sig
+        ):
+            raise f.fail("signature", "sig must be bin 32 and the last field of the map")
         q = np.frombuffer(q_raw, dtype=np.int8).copy()
-        return cls(dev, rnd, base, n, loss, seq, chunk, scales, q, sub, meta)
+        return cls(dev, rnd, base, n, loss, seq, chunk, scales, q, sub, meta, sig)
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,16 +301,23 @@ class Agg:
         )
 
     @classmethod
-    def decode(cls, data: bytes, *, params: int | None = None, max_bytes: int = 64 << 20) -> Agg:
+    def decode(
+        cls, data: bytes, *, params: int | None = None, max_bytes: int = 64 << 20, max_samples: int = MAX_SAMPLES
+    ) -> Agg:
+        """Validate and decode; ``n`` may not exceed ``k · max_samples`` (no device counts for more than the cap)."""
         f = Fields(unpack(data, "agg", max_bytes))
         gw = f.text("gw")
         if not is_valid_id(gw):
             raise f.fail("schema", f"gateway id {gw!r}")
-        rnd, base = f.integer("round", lo=1), f.integer("base", lo=0)
-        n, k = f.integer("n", lo=1), f.integer("k", lo=1)
+        rnd, base = f.integer("round", lo=1, hi=MAX_INT32), f.integer("base", lo=0, hi=MAX_INT32)
+        n, k = f.integer("n", lo=1), f.integer("k", lo=1, hi=MAX_INT32)
+        if n > k * max_samples:
+            raise f.fail("n_range", f"n={n} is more than k={k} updates of at most {max_samples} samples")
         raw = f.bin("sum")
         loss = f.finite("loss", "loss")
-        bytes_up = f.integer("bytes", optional=True, lo=0) or 0
+        if abs(loss) > MAX_LOSS:
+            raise f.fail("loss", f"loss beyond ±{MAX_LOSS:g}")
+        bytes_up = f.integer("bytes", optional=True, lo=0, hi=MAX_SEQ) or 0
         devices = f.array("devs", optional=True) or []
         if not all(is_valid_id(d) for d in devices):
             raise f.fail("schema", "devs must list device ids")
@@ -298,6 +328,8 @@ class Agg:
         total = _f32(raw)
         if not np.all(np.isfinite(total)):
             raise f.fail("scale", "sum holds non-finite values")
+        if np.any(np.abs(total) > n * 127 * MAX_SCALE):
+            raise f.fail("scale", "sum is beyond what n samples of capped updates can add up to")
         return cls(gw, rnd, base, n, k, total, loss, bytes_up, tuple(devices))
 
 

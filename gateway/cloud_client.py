@@ -12,14 +12,18 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgpack
 import numpy as np
 
+from flcore.endpoints import is_loopback
 from flcore.messages import Agg
 from flcore.model import ModelSpec
+from gateway.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +122,29 @@ class CloudClient:
     """A synchronous client for one gateway; every request carries its bearer token (that is its check-in)."""
 
     def __init__(
-        self, base_url: str, token: str, *, timeout: float = 5.0, transport: httpx.BaseTransport | None = None
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+        ca: Path | None = None,
     ):
+        """``ca``: the CA file an https:// cloud's certificate must chain to (default: the system's CAs)."""
+        host = urlsplit(base_url).hostname or ""
+        if base_url.startswith("http:") and not is_loopback(host):
+            log.warning(
+                "cloud %s is plain http://: the gateway's token crosses the network in clear; for a local demo only "
+                "(use https://, see docs/security.md)",
+                base_url,
+            )
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
             transport=transport,
+            # httpx's default context (certifi's CAs) already requires TLS 1.2 or newer
+            verify=True if ca is None else tls_context(ca),
         )
 
     def close(self) -> None:

@@ -2,7 +2,16 @@
 
 The contract's validation order is applied exactly: (1) topic and size, (2) decode + schema via ``Up.decode``,
 (3) dedup per (dev, round, sub), (4) late / future_round / base_mismatch against the open sub-round, (5) fold
-into the running ``WeightedSum``. Only sums are kept, never a list of updates.
+into the running ``WeightedSum``. With FedAvg (the default) only sums are kept, never a list of updates.
+
+With device keys (signed updates, ``flcore.signing``) two checks join in: the signature after (2) (``unsigned``,
+``unknown_device``, ``signature``), and after (3) ``replay`` for a ``seq`` not above the highest one accepted from
+the device (``seqs``, persisted with the journal entry of each accepted update). Updates replayed from the journal
+were checked when first accepted and skip both.
+
+With a robust ``aggregation`` rule (``flcore.robust``) each accepted update of the open sub-round is also held as
+int8 rows (k × P bytes); ``close()`` returns a sum whose ``total / n`` is the rule's robust mean delta (``n``, ``k``
+and the loss stay those of every accepted update). A stale update joins the rows scaled by its staleness weight.
 
 In ``async`` mode (FedBuff-style, ``flcore.fedbuff``) rule 4 accepts an update up to ``MAX_STALENESS`` rounds
 behind the open round instead of acking it ``late``: it is folded into the open sub-round's sum with its ``n·delta``
@@ -15,13 +24,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.fedbuff import MAX_STALENESS, MODES, add_stale
 from flcore.messages import MAX_SAMPLES, MAX_UPDATE_BYTES, Ack, Up
+from flcore.robust import FEDAVG, Rows, RuleParams, aggregate, check_rule, robust_sum
+from flcore.signing import verify
 from flcore.topics import GatewayTopics
 
 log = logging.getLogger(__name__)
@@ -34,6 +45,8 @@ STALE = "stale"
 PARKED = "parked"
 # Updates parked at once at most; past this an update for the closed round is answered `late`.
 MAX_PARKED = 10_000
+
+KeyRing = Callable[[str], bytes | None]
 
 
 @dataclass(frozen=True)
@@ -90,8 +103,17 @@ class Collector:
         max_bytes: int = MAX_UPDATE_BYTES,
         max_samples: int = MAX_SAMPLES,
         mode: str = "sync",
+        keys: KeyRing | None = None,
+        aggregation: str = FEDAVG,
+        rule_params: RuleParams | None = None,
     ) -> None:
+        """``keys`` (a device's key, or None for a device without one) makes signed updates mandatory."""
         self.topics = topics
+        self.keys = keys
+        self.aggregation = check_rule(aggregation)
+        self.rule_params = rule_params or RuleParams()
+        self.rows: Rows | None = None
+        self.seqs: dict[str, int] = {}
         self.mode = mode
         self.max_bytes = max_bytes
         self.max_samples = max_samples
@@ -111,6 +133,7 @@ class Collector:
         self.opening = opening
         self.closed = False
         self.sum = WeightedSum(opening.params)
+        self.rows = None if self.aggregation == FEDAVG else Rows(opening.params)
         self.sub_devices = set()
         self._accepted.setdefault(opening.round, set())
         for old in sorted(self._accepted)[:-REMEMBERED_ROUNDS]:
@@ -137,6 +160,17 @@ class Collector:
         if self.sum is None:
             raise RuntimeError("no sub-round was opened")
         self.closed = True
+        if self.rows is not None and len(self.rows):
+            robust = aggregate(self.aggregation, self.rows, self.rule_params)
+            self.sum = robust_sum(self.sum, robust.delta)
+            log.info(
+                "%s kept %d of %d update(s) of round %s",
+                self.aggregation,
+                int(robust.kept.sum()),
+                len(self.rows),
+                self.opening.round if self.opening else "?",
+            )
+        self.rows = None
         return self.sum
 
     def remember(self, round: int, keys: Iterable[tuple[str, int]]) -> None:
@@ -145,12 +179,24 @@ class Collector:
         for old in sorted(self._accepted)[:-REMEMBERED_ROUNDS]:
             del self._accepted[old]
 
-    def ingest(self, topic: str, payload: bytes, before_accept: Callable[[Up], None] | None = None) -> Verdict | None:
+    def remember_seqs(self, seqs: Mapping[str, int]) -> None:
+        """The highest ``seq`` accepted from each device before a restart (from the journal)."""
+        for dev, seq in seqs.items():
+            self.seqs[dev] = max(seq, self.seqs.get(dev, seq))
+
+    def ingest(
+        self,
+        topic: str,
+        payload: bytes,
+        before_accept: Callable[[Up], None] | None = None,
+        journaled: bool = False,
+    ) -> Verdict | None:
         """Apply rules 1–5 to one message; None means no ack: the topic was invalid (dropped, counted) or the update
         was parked until the next sub-round opens (async mode).
 
         ``before_accept`` runs just before an update is folded in (the gateway journals it there); when it raises,
-        nothing was folded or counted and the exception propagates.
+        nothing was folded or counted and the exception propagates. ``journaled`` marks an update replayed from the
+        journal: its signature and ``seq`` were checked when it was first accepted.
         """
         dev = self.topics.device_of(topic)
         if dev is None:
@@ -171,8 +217,15 @@ class Collector:
         except WireError as exc:
             log.info("rejected update from %s: %s", dev, exc)
             return self._answer(dev, Ack(exc.round, exc.seq, "rejected", exc.reason))
+        signed = self.keys is not None and not journaled
+        refused = self._signature_problem(up, payload) if signed else None
+        if refused is not None:
+            return self._answer(dev, Ack(up.round, up.seq, "rejected", refused))
         if (up.dev, up.sub) in self._accepted.get(up.round, ()):
             return self._answer(dev, Ack(up.round, up.seq, "duplicate", "duplicate"))
+        if signed and up.seq <= self.seqs.get(up.dev, -1):
+            log.info("rejected update from %s: seq %d is not above %d", dev, up.seq, self.seqs[up.dev])
+            return self._answer(dev, Ack(up.round, up.seq, "rejected", "replay"))
         if opening is None or up.round > opening.round or (up.round == opening.round and up.sub > opening.sub):
             return self._answer(dev, Ack(up.round, up.seq, "rejected", "future_round"))
         staleness = opening.round - up.round
@@ -191,22 +244,43 @@ class Collector:
         self._fold(up, staleness)
         return self._answer(dev, Ack(up.round, up.seq, "accepted", ""), up)
 
+    def _signature_problem(self, up: Up, payload: bytes) -> str | None:
+        """The reject reason when ``up`` is not signed by its device's key, else None."""
+        assert self.keys is not None
+        if up.sig is None:
+            reason = "unsigned"
+        elif (key := self.keys(up.dev)) is None:
+            reason = "unknown_device"
+        else:
+            try:
+                verify(payload, key)
+                return None
+            except WireError:
+                reason = "signature"
+        log.info("rejected update from %s: %s", up.dev, reason)
+        return reason
+
     def _takes_stale(self, staleness: int) -> bool:
         return self._mode == "async" and 0 < staleness <= MAX_STALENESS
 
     def _fold(self, up: Up, staleness: int = 0) -> None:
         assert self.sum is not None and self.totals is not None  # set together by open()
         self._accepted.setdefault(up.round, set()).add((up.dev, up.sub))
+        self.seqs[up.dev] = max(up.seq, self.seqs.get(up.dev, up.seq))
         if staleness:
             # Not an answer to the open task: the device may still send its fresh update for this sub-round.
-            self.totals.stale_weight += add_stale(self.sum, up.delta(), up.n, up.loss, staleness)
+            weight = add_stale(self.sum, up.delta(), up.n, up.loss, staleness)
+            self.totals.stale_weight += weight
             self.totals.stale += 1
             self.counters[STALE] += 1
             self.totals.devices.setdefault(up.dev, up.n)
         else:
+            weight = 1.0
             self.sum.add(up.delta(), up.n, up.loss)
             self.sub_devices.add(up.dev)
             self.totals.devices[up.dev] = up.n
+        if self.rows is not None:
+            self.rows.add(up.q, up.scales, up.chunk, up.n, weight)
         self.totals.k += 1
         self.totals.samples += up.n
         self.totals.loss_weighted += up.n * up.loss
@@ -219,6 +293,7 @@ class Collector:
 __all__ = [
     "Collector",
     "DROPPED_TOPIC",
+    "KeyRing",
     "MAX_STALENESS",
     "REMEMBERED_ROUNDS",
     "STALE",

@@ -10,6 +10,9 @@ sub-round closed. A new round forgets the payloads of earlier rounds but keeps t
 In async mode an update of an earlier round accepted into the open one (stale) goes to ``journal_stale``, keyed by
 its own (round, sub, dev) — its dedup key — with the (round, sub) it was folded into; a replay merges it back into
 that sub-round in arrival order, where the collector judges it stale again with the same discount.
+
+``device_seq`` keeps the highest ``seq`` accepted from each device, written in the transaction that journals the
+update, so a replayed (old ``seq``) signed update is still refused after a restart; it outlives the rounds.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ CREATE TABLE IF NOT EXISTS journal_stale (
     round INTEGER NOT NULL, sub INTEGER NOT NULL, dev TEXT NOT NULL, seq INTEGER NOT NULL,
     into_round INTEGER NOT NULL, into_sub INTEGER NOT NULL, after INTEGER NOT NULL,
     topic TEXT NOT NULL, payload BLOB, at REAL NOT NULL, PRIMARY KEY (round, sub, dev));
+CREATE TABLE IF NOT EXISTS device_seq (dev TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 
 
@@ -118,6 +122,10 @@ class Journal:
         if self.round is None:
             return
         with self._transaction() as db:
+            db.execute(
+                "INSERT INTO device_seq VALUES (?, ?) ON CONFLICT (dev) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                (up.dev, up.seq),
+            )
             if up.round == self.round:
                 db.execute(
                     "INSERT OR IGNORE INTO journal_updates VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -164,6 +172,11 @@ class Journal:
             for rnd, dev, sub in rows:
                 keys.setdefault(int(rnd), set()).add((str(dev), int(sub)))
         return keys
+
+    def seqs(self) -> dict[str, int]:
+        """The highest ``seq`` accepted from each device."""
+        with self._transaction(write=False) as db:
+            return {str(dev): int(seq) for dev, seq in db.execute("SELECT dev, seq FROM device_seq")}
 
     def close(self) -> None:
         with self._lock:

@@ -18,12 +18,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from flcore.endpoints import BrokerAddress
+from flcore.endpoints import BrokerAddress, is_loopback
 from gateway.forwarder import backoff_pause
+from gateway.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ class MqttLink:
     Handlers run on paho's network thread; an exception in one is logged and never reaches paho (the message is
     acknowledged: redelivering it would only fail again). ``on_connected`` runs after each (re)connect, once the
     subscriptions were requested (the gateway republishes its task there). Topics in ``optional`` may be refused by
-    the broker's ACL without an error (a warning says what is missing).
+    the broker's ACL without an error (a warning says what is missing). An mqtts:// broker's certificate must chain
+    to ``ca`` (default: the system's CAs), over TLS 1.2 or newer.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class MqttLink:
         on_connected: Callable[[], None] | None = None,
         optional: frozenset[str] = frozenset(),
         rng: random.Random | None = None,
+        ca: Path | None = None,
     ) -> None:
         self.address = address
         self.subscriptions = dict(subscriptions)
@@ -80,7 +84,13 @@ class MqttLink:
         if address.username is not None:
             self.client.username_pw_set(address.username, address.password)
         if address.tls:
-            self.client.tls_set()
+            self.client.tls_set_context(tls_context(ca))
+        elif not is_loopback(address.host):
+            log.warning(
+                "broker %s is plain mqtt://: passwords and updates cross the network in clear; "
+                "for a local demo only (use mqtts://, see docs/security.md)",
+                address,
+            )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail

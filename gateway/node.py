@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 
@@ -19,9 +20,11 @@ from flcore.endpoints import BrokerAddress
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.messages import Status, Task, Up
+from flcore.robust import FEDAVG, RuleParams
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
-from gateway.collector import Collector, RoundTotals, SubRound
+from gateway.collector import Collector, KeyRing, RoundTotals, SubRound
+from gateway.device_keys import DeviceKeys
 from gateway.journal import Journal
 from gateway.mqtt import MqttLink
 from gateway.pause import Pause
@@ -52,14 +55,27 @@ class GatewayNode:
         max_samples: int = 100_000,
         journal: Journal | None = None,
         pause: Pause | None = None,
+        keys: KeyRing | None = None,
+        aggregation: str = FEDAVG,
+        rule_params: RuleParams | None = None,
+        broker_ca: Path | None = None,
     ) -> None:
+        """``keys`` (device id → key or None) makes every update need its device's signature; ``broker_ca`` is the
+        CA file an mqtts:// broker's certificate must chain to."""
         self.topics = GatewayTopics(fleet, gw)
         self.quorum = quorum
         self.quorum_fraction = quorum_fraction
         self.journal = journal
         self.pause = pause or Pause()
         self.broker_stats = BrokerStats()
-        self.collector = Collector(self.topics, max_bytes=max_bytes, max_samples=max_samples)
+        self.collector = Collector(
+            self.topics,
+            max_bytes=max_bytes,
+            max_samples=max_samples,
+            keys=keys,
+            aggregation=aggregation,
+            rule_params=rule_params,
+        )
         self.roster = Roster(gw)
         self.cond = threading.Condition()
         self._task: bytes | None = None
@@ -73,6 +89,7 @@ class GatewayNode:
             },
             on_connected=self._republish_task,
             optional=frozenset({DROPPED_TOPIC}),
+            ca=broker_ca,
         )
 
     @classmethod
@@ -87,10 +104,18 @@ class GatewayNode:
             max_samples=settings.max_samples,
             journal=journal,
             pause=Pause(settings.pause_at),
+            keys=None if settings.device_keys is None else DeviceKeys(settings.device_keys),
+            aggregation=settings.aggregation,
+            rule_params=settings.rule_params,
+            broker_ca=settings.broker_ca,
         )
 
     def start(self, timeout: float = 10.0) -> bool:
         """Connect and subscribe; True when subscribed within ``timeout`` (else paho keeps retrying)."""
+        if self.journal is not None:
+            seqs = self.journal.seqs()  # before any update arrives: a replayed old seq must not slip in
+            with self.cond:
+                self.collector.remember_seqs(seqs)
         return self.link.start(timeout)
 
     def stop(self) -> None:
@@ -120,7 +145,7 @@ class GatewayNode:
         with self.cond:
             self.collector.open(opening)
             for topic, payload in replay:
-                verdict = self.collector.ingest(topic, payload)
+                verdict = self.collector.ingest(topic, payload, journaled=True)
                 if verdict is not None and verdict.update is not None:
                     self.roster.on_update(verdict.dev)
             parked = self.collector.take_parked()

@@ -326,7 +326,7 @@ def run(settings: GatewaySettings, stop: threading.Event) -> None:
     journal = Journal(settings.state_dir, settings.id)
     outbox = Outbox(settings.state_dir, settings.id)
     node = GatewayNode.from_settings(settings, journal)
-    cloud = CloudClient(settings.cloud, settings.token, timeout=HTTP_TIMEOUT)
+    cloud = CloudClient(settings.cloud, settings.token, timeout=HTTP_TIMEOUT, ca=settings.cloud_ca)
     log.info(
         "gateway %s (fleet %s): broker %s, cloud %s, quorum %s, round timeout %.1f s, state %s (outbox depth %d)%s",
         settings.id,

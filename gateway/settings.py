@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flcore.endpoints import BrokerAddress, parse_broker_url
+from flcore.robust.settings import RobustSettings
 from flcore.topics import check_id
+from gateway.device_keys import DeviceKeysError, load_device_keys
 from gateway.pause import parse_pause
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(BaseSettings, RobustSettings):
     """One gateway: its id, where the broker and the cloud are, and the round limits it enforces."""
 
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
@@ -22,6 +24,10 @@ class GatewaySettings(BaseSettings):
     broker: str = "mqtt://127.0.0.1:1883"
     cloud: str = "http://127.0.0.1:8000"
     token: str = Field(repr=False)
+    # CA certificates (PEM) the broker's (mqtts://) and the cloud's (https://) certificates must chain to; the
+    # system's trust store when unset. `iotfl provision fleet` writes the fleet's private CA next to gateway.env.
+    broker_ca: Path | None = None
+    cloud_ca: Path | None = None
     fleet: str = "default"
     quorum: int = Field(0, ge=0)
     # Close a (sub-)round once ceil(quorum_fraction × live devices) updates were accepted (0 = off).
@@ -34,6 +40,8 @@ class GatewaySettings(BaseSettings):
     poll_interval: float = Field(0.5, gt=0, le=60)
     max_update_bytes: int = Field(1 << 20, ge=64)
     max_samples: int = Field(100_000, ge=1)
+    # JSON {dev: 64 hex} of this gateway's device keys: when set, every update must be signed (docs/protocol.md).
+    device_keys: Path | None = None
     # Test hook for fault tests (gateway/pause.py): hold at a named point so a test can kill -9 there. Off when empty.
     pause_at: str = ""
 
@@ -48,6 +56,16 @@ class GatewaySettings(BaseSettings):
         if not value.strip():
             raise ValueError("a gateway needs the bearer token the cloud knows it by (--token or IOTFL_TOKEN)")
         return value.strip()
+
+    @field_validator("device_keys")
+    @classmethod
+    def _key_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_device_keys(value)
+            except DeviceKeysError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("pause_at")
     @classmethod
@@ -68,6 +86,20 @@ class GatewaySettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"cloud URL {value!r} must be http(s)://host[:port]")
         return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _ca_files(self) -> GatewaySettings:
+        for name, ca, tls in (
+            ("broker_ca", self.broker_ca, self.broker_address.tls),
+            ("cloud_ca", self.cloud_ca, self.cloud.startswith("https:")),
+        ):
+            if ca is None:
+                continue
+            if not tls:
+                raise ValueError(f"{name} is for a TLS endpoint (mqtts:// or https://)")
+            if not ca.is_file():
+                raise ValueError(f"{name} {ca} is not a readable file")
+        return self
 
     @property
     def broker_address(self) -> BrokerAddress:

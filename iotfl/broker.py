@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -98,6 +99,26 @@ def mosquitto_path() -> str | None:
     )
 
 
+def start_configured(conf: Path, port: int, workdir: Path, timeout: float = 10.0) -> Broker:
+    """Start mosquitto with an operator's config (e.g. one ``iotfl provision fleet`` wrote) for a test or a trial:
+    persistence goes under ``workdir`` and the broker keeps running as the current user, so it can read key files
+    that only this user may read. ``port`` is the config's listener port (to wait for)."""
+    exe = mosquitto_path()
+    if exe is None:
+        raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"persistence_location {workdir}/" if line.startswith("persistence_location ") else line
+        for line in conf.read_text().splitlines()
+    ]
+    local = workdir / "mosquitto.conf"
+    local.write_text("\n".join([*lines, f"user {getpass.getuser()}"]) + "\n")
+    log = open(workdir / "broker.log", "ab")
+    proc = subprocess.Popen([exe, "-c", str(local)], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return _started("mosquitto", port, proc, workdir, timeout)
+
+
 def start_broker(
     port: int | None = None,
     prefer: str = "auto",
@@ -123,6 +144,11 @@ def start_broker(
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         kind = "amqtt"
     log.close()
+    return _started(kind, port, proc, workdir, timeout)
+
+
+def _started(kind: str, port: int, proc: subprocess.Popen[bytes], workdir: Path, timeout: float) -> Broker:
+    """The broker once ``proc`` listens on ``port``; killed and a clear error when it does not in time."""
     try:
         wait_for_port(port, timeout, proc)
     except Exception:

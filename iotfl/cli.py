@@ -33,6 +33,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# Robust aggregation (docs/robustness.md), the same options on the gateway, the cloud and the demo.
+AggregationOpt = Annotated[str, opt("Aggregation rule: fedavg | clip | trimmed-mean | median | krum.", "AGGREGATION")]
+ClipNormOpt = Annotated[float, opt("clip: bound on each update's L2 norm (0 = the round's median norm).", "CLIP_NORM")]
+TrimOpt = Annotated[float, opt("trimmed-mean: fraction of the updates trimmed at each end.", "TRIM")]
+KrumFOpt = Annotated[float, opt("krum: fraction of the updates assumed hostile.", "KRUM_F")]
+AttackOpt = Annotated[
+    str | None,
+    opt("Poisoning attackers KIND:PCT, KIND sign-flip | scale10 | label-flip (e.g. sign-flip:20%).", "ATTACK"),
+]
+
 
 @app.command()
 def demo(
@@ -72,6 +82,19 @@ def demo(
             "CHAOS",
         ),
     ] = None,
+    dp_clip: Annotated[
+        float, opt("Differential privacy: clip each device's update to this L2 norm (0 = off).", "DP_CLIP")
+    ] = 0.0,
+    dp_noise: Annotated[float, opt("DP noise multiplier z: Gaussian noise std z × dp-clip.", "DP_NOISE")] = 1.0,
+    dp_delta: Annotated[float, opt("DP: the δ at which the report states ε.", "DP_DELTA")] = 1e-5,
+    aggregation: AggregationOpt = "fedavg",
+    clip_norm: ClipNormOpt = 0.0,
+    trim: TrimOpt = 0.2,
+    krum_f: KrumFOpt = 0.2,
+    attack: AttackOpt = None,
+    signed: Annotated[
+        bool, opt("Sign every update: a random HMAC key per device; the gateways refuse unsigned ones.", "SIGNED")
+    ] = False,
     workdir: Annotated[
         Path | None, typer.Option(help="Keep logs, database and state here [default: a temp dir].")
     ] = None,
@@ -126,6 +149,15 @@ def cloud(
         list[str] | None,
         typer.Option(help="gw=SECRET, repeatable; or IOTFL_GATEWAY_TOKENS='gw0=a,gw1=b'.", show_default=False),
     ] = None,
+    gateway_token_hash: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="gw=SHA256HEX of its token, repeatable; or IOTFL_GATEWAY_TOKEN_HASHES (iotfl provision fleet).",
+            show_default=False,
+        ),
+    ] = None,
+    tls_cert: Annotated[Path | None, opt("PEM server certificate: serve https (needs --tls-key).", "TLS_CERT")] = None,
+    tls_key: Annotated[Path | None, opt("PEM private key of --tls-cert.", "TLS_KEY")] = None,
     min_gateways: Annotated[
         int, opt("Gateways that must check in before round 1's clock starts.", "MIN_GATEWAYS", min=1)
     ] = 1,
@@ -142,13 +174,24 @@ def cloud(
     mode: Annotated[
         str, opt("sync | async: whether gateways count updates of earlier rounds, staleness-weighted.", "MODE")
     ] = "sync",
+    aggregation: AggregationOpt = "fedavg",
+    clip_norm: ClipNormOpt = 0.0,
+    trim: TrimOpt = 0.2,
+    krum_f: KrumFOpt = 0.2,
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the cloud aggregator: global FedAvg, evaluation, model versions, REST status and dashboard."""
     from cloud.settings import CloudSettings
 
-    settings = settings_for(ctx, CloudSettings, config, locals(), gateway_tokens=gateway_token or None)
+    settings = settings_for(
+        ctx,
+        CloudSettings,
+        config,
+        locals(),
+        gateway_tokens=gateway_token or None,
+        gateway_token_hashes=gateway_token_hash or None,
+    )
     try:
         from cloud.server import serve
     except ImportError as exc:
@@ -167,6 +210,12 @@ def gateway(
     broker: Annotated[str, opt("mqtt://host:port or mqtts://host:port", "BROKER")] = "mqtt://127.0.0.1:1883",
     cloud: Annotated[str, opt("The cloud's base URL.", "CLOUD")] = "http://127.0.0.1:8000",
     token: Annotated[str, opt("Bearer token the cloud knows this gateway by.", "TOKEN", show_default=False)] = "",
+    broker_ca: Annotated[
+        Path | None, opt("CA file the mqtts:// broker certificate must chain to (default: system CAs).", "BROKER_CA")
+    ] = None,
+    cloud_ca: Annotated[
+        Path | None, opt("CA file the https:// cloud certificate must chain to (default: system CAs).", "CLOUD_CA")
+    ] = None,
     fleet: Annotated[str, opt("Fleet name.", "FLEET")] = "default",
     quorum: Annotated[
         int, opt("Close a round after this many updates (0 = when every live device answered).", "QUORUM", min=0)
@@ -182,6 +231,19 @@ def gateway(
     ] = 0.0,
     round_timeout: Annotated[float, opt("Seconds a (sub-)round waits for devices.", "ROUND_TIMEOUT")] = 30.0,
     state_dir: Annotated[Path, opt("Where the gateway keeps its state.", "STATE_DIR")] = Path("."),
+    aggregation: AggregationOpt = "fedavg",
+    clip_norm: ClipNormOpt = 0.0,
+    trim: TrimOpt = 0.2,
+    krum_f: KrumFOpt = 0.2,
+    device_keys: Annotated[
+        Path | None,
+        opt(
+            'JSON {"<dev>": "<64 hex>"} of this gateway\'s device keys (mode 0600): every update must be signed; '
+            "re-read when it changes.",
+            "DEVICE_KEYS",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -214,6 +276,24 @@ def fleet(
             "CHAOS",
         ),
     ] = None,
+    dp_clip: Annotated[
+        float, opt("Differential privacy: clip each update's delta to this L2 norm (0 = off).", "DP_CLIP")
+    ] = 0.0,
+    dp_noise: Annotated[float, opt("DP noise multiplier z: Gaussian noise std z × dp-clip.", "DP_NOISE")] = 1.0,
+    dp_delta: Annotated[float, opt("DP: the δ at which the report states ε.", "DP_DELTA")] = 1e-5,
+    attack: AttackOpt = None,
+    device_keys: Annotated[
+        Path | None,
+        opt('JSON {"<dev>": "<64 hex>"}: devices with a key sign their updates.', "DEVICE_KEYS", show_default=False),
+    ] = None,
+    provisioned: Annotated[
+        Path | None,
+        opt(
+            "Folder of `iotfl provision fleet`: each device logs in with its own credentials; the folder's CA and "
+            "device-keys.json are the defaults of IOTFL_TLS_CA and --device-keys.",
+            "PROVISIONED",
+        ),
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Write the fleet's JSON report here when it ends.")] = None,
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -227,11 +307,20 @@ def fleet(
 
     settings = settings_for(ctx, FleetSettings, config, locals())
     setup_logging(verbose)
-    result = run_fleet(settings, load_dataset(settings.dataset, settings.seed), stop_event())
+    try:
+        result = run_fleet(settings, load_dataset(settings.dataset, settings.seed), stop_event())
+    except (ValueError, ConnectionError) as exc:
+        fail(str(exc))
     if report is not None:
         import json
 
-        report.write_text(json.dumps(result.to_dict(), indent=2))
+        out = result.to_dict()
+        if settings.dp_clip > 0:
+            from iotfl.privacy import privacy_section, releases
+
+            dp = settings.dp_clip, settings.dp_noise, settings.dp_delta
+            out["privacy"] = privacy_section(*dp, settings.rounds, releases(out["per_device"]))
+        report.write_text(json.dumps(out, indent=2))
 
 
 @app.command()

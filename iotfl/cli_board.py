@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from iotfl.cli_common import ConfigOpt, err, fail, opt, settings_for
+
+if TYPE_CHECKING:
+    from iotfl.provision_fleet import FleetResult
 
 provision_app = typer.Typer(help="Provision boards: per-device firmware config and broker credentials.")
 
@@ -128,3 +131,91 @@ def ota_publish(
         f"published firmware {version} (serial {image.serial}): {len(image.files)} files, "
         f"{len(image.chunks)} chunks, {sent:,} bytes to fleet {fleet}"
     )
+
+
+@provision_app.command("fleet")
+def provision_fleet_cmd(
+    ctx: typer.Context,
+    fleet: Annotated[str, opt("Fleet name.", "FLEET")] = "default",
+    gateway: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="GW:COUNT (devices d0000… dealt round-robin) or GW=DEV1,DEV2 (named devices); repeatable. "
+            "COUNT is the gateway's total: re-running with a larger one adds devices.",
+            show_default=False,
+        ),
+    ] = None,
+    broker: Annotated[
+        str | None, opt("mqtts://HOST:PORT as clients reach it [default: the folder's].", "BROKER")
+    ] = None,
+    cloud: Annotated[str | None, opt("https://HOST:PORT of the cloud [default: the folder's].", "CLOUD")] = None,
+    rotate: Annotated[
+        list[str] | None,
+        typer.Option(help="New secrets for this device, gateway or `ops` (repeatable).", show_default=False),
+    ] = None,
+    out: Annotated[Path | None, opt("Output folder [default: provision/<fleet>].", "OUT")] = None,
+    broker_dir: Annotated[
+        Path | None, opt("Where mosquitto/ will live on the broker host [default: here].", "BROKER_DIR")
+    ] = None,
+    gateway_dir: Annotated[
+        Path | None, opt("Where gateways/<gw>/ will live on each gateway [default: here].", "GATEWAY_DIR")
+    ] = None,
+    cloud_dir: Annotated[
+        Path | None, opt("Where cloud/ will live on the cloud host [default: here].", "CLOUD_DIR")
+    ] = None,
+    wifi_ssid: Annotated[str | None, opt("Wi-Fi network every board joins.", "WIFI_SSID")] = None,
+    wifi_password: Annotated[str | None, opt("Wi-Fi password.", "WIFI_PASSWORD", show_default=False)] = None,
+    ram_class: Annotated[str, opt("class0 | class1 | class2 | constrained", "RAM_CLASS")] = "class2",
+    battery: Annotated[str, opt("adc:PIN:DIVIDER[:EMPTY_V:FULL_V] | fixed:LEVEL", "BATTERY")] = "fixed:1.0",
+    config: ConfigOpt = None,
+) -> None:
+    """Provision a whole fleet: CA and TLS certificates, broker logins and ACL, cloud tokens, device keys, configs."""
+    try:
+        from iotfl.provision_fleet import FleetProvisionSettings, provision_fleet
+    except ImportError as exc:
+        fail(f"provisioning needs its extra: pip install 'iotfl[provision]' ({exc.name} is missing)")
+    from iotfl.provision import ProvisionError
+
+    settings = settings_for(ctx, FleetProvisionSettings, config, locals(), gateway=gateway, rotate=rotate)
+    try:
+        done = provision_fleet(settings)
+    except ProvisionError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write under {settings.out_dir}: {exc.strerror or exc}")
+    _fleet_summary(done)
+
+
+def _fleet_summary(done: FleetResult) -> None:
+    from rich.table import Table
+
+    state, changes = done.state, done.changes
+    table = Table(title=f"fleet {state.fleet}: broker {state.broker}, cloud {state.cloud}")
+    for column in ("login", "devices", "new", "rotated", "files"):
+        table.add_column(column)
+    marks = set(changes.new), set(changes.rotated)
+    table.add_row("ops", "", "yes" if "ops" in marks[0] else "", "yes" if "ops" in marks[1] else "", "ops.env")
+    for gw, g in state.gateways.items():
+        new = [d for d in g.devices if d in marks[0]]
+        rotated = [d for d in g.devices if d in marks[1]]
+        label = gw + (" (new)" if gw in marks[0] else " (rotated)" if gw in marks[1] else "")
+        table.add_row(
+            label,
+            str(len(g.devices)),
+            _few(new),
+            _few(rotated),
+            f"gateways/{gw}/",
+        )
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(f"wrote {done.out}/ (fleet.json holds every secret: back it up; docs/security.md lists the files)")
+    if changes.certs:
+        console.print(f"new certificates: {', '.join(changes.certs)}")
+    if done.ota_key_created:
+        console.print(f"created the fleet OTA key {done.out / 'ota.key'}")
+    for warning in done.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 4 else f"{len(names)}: {names[0]} … {names[-1]}"

@@ -20,9 +20,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from device_sim.attack import parse_attack
 from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.datasets import Dataset
 from flcore.fedbuff import MAX_STALENESS
+from flcore.robust import RuleParams, check_rule
 from iotfl.broker import free_port, start_broker
 from iotfl.chaos import ProcessChaos, chaos_section, check_plan, load_aggregates, reconcile
 from iotfl.stack import Stack, StackError, wait_for_devices, wait_for_exit, wait_healthy
@@ -56,11 +58,42 @@ class DemoSettings(BaseSettings):
     chaos: str | None = None
     mode: Literal["sync", "async"] = "sync"
     quorum_fraction: float = Field(0.0, ge=0, le=1)
+    dp_clip: float = Field(0.0, ge=0, allow_inf_nan=False)
+    dp_noise: float = Field(1.0, gt=0, allow_inf_nan=False)
+    dp_delta: float = Field(1e-5, gt=0, lt=1)
+    aggregation: str = "fedavg"
+    clip_norm: float = 0.0
+    trim: float = 0.2
+    krum_f: float = 0.2
+    attack: str | None = None
+    signed: bool = False
 
     @field_validator("chaos")
     @classmethod
     def _chaos(cls, value: str | None) -> str | None:
         return str(parse_chaos(value)) if value and value.strip() else None
+
+    @field_validator("aggregation")
+    @classmethod
+    def _rule(cls, value: str) -> str:
+        return check_rule(value.strip())
+
+    @field_validator("attack")
+    @classmethod
+    def _attack(cls, value: str | None) -> str | None:
+        return str(parse_attack(value)) if value and value.strip() else None
+
+    @model_validator(mode="after")
+    def _rule_params(self) -> DemoSettings:
+        RuleParams(clip_norm=self.clip_norm, trim=self.trim, krum_f=self.krum_f)  # raises on a bad parameter
+        return self
+
+    def rule_flags(self) -> list[str]:
+        """The aggregation flags of the cloud and the gateways."""
+        return [
+            *("--aggregation", self.aggregation, "--clip-norm", str(self.clip_norm)),
+            *("--trim", str(self.trim), "--krum-f", str(self.krum_f)),
+        ]
 
     @model_validator(mode="after")
     def _chaos_fits(self) -> DemoSettings:
@@ -124,6 +157,7 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             str(settings.gateway_rounds),
             "--mode",
             settings.mode,
+            *settings.rule_flags(),
             *common,
         ],
         env={"IOTFL_GATEWAY_TOKENS": ",".join(f"{gw}={tok}" for gw, tok in tokens.items())},
@@ -132,6 +166,9 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
     console.print(f"cloud: {cloud_url} (dashboard at {cloud_url}/, API docs at {cloud_url}/docs)")
     report = workdir / "fleet.json"
     report.unlink(missing_ok=True)
+    keys = write_demo_keys(settings, workdir / "keys")
+    if keys:
+        console.print(f"signed updates: a key per device in {keys['fleet']}, each gateway's in {workdir / 'keys'}")
     stack.spawn(
         "fleet",
         [
@@ -148,6 +185,9 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             "--report",
             str(report),
             *(["--chaos", str(plan.for_fleet())] if plan.for_fleet() else []),
+            *dp_flags(settings),
+            *(["--attack", settings.attack] if settings.attack else []),
+            *key_flag(keys, "fleet"),
             *common,
         ],
         # The fleet's share of the plan only: an IOTFL_CHAOS meant for the demo would name process faults.
@@ -174,11 +214,44 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
                 str(settings.round_timeout),
                 "--quorum-fraction",
                 str(settings.quorum_fraction),
+                *settings.rule_flags(),
+                *key_flag(keys, gw),
             ],
             env={"IOTFL_TOKEN": token},
         )
     console.print(f"{settings.gateways} gateways started; logs in {workdir}")
     return stack, cloud_url, report
+
+
+def write_demo_keys(settings: DemoSettings, folder: Path) -> dict[str, Path]:
+    """With ``signed``: a random key per device, written (mode 0600) for the whole fleet (``fleet.json``) and for
+    each gateway (``gw<i>.json``, its own devices); returns the files by part name, empty when not signed."""
+    if not settings.signed:
+        return {}
+    from device_sim.population import device_id, gateway_id
+    from iotfl.provision import write_private
+
+    keys = {device_id(i): secrets.token_hex(32) for i in range(settings.devices)}
+    files: dict[str, dict[str, str]] = {"fleet": keys}
+    files.update({gateway_id(g, settings.gateways): {} for g in range(settings.gateways)})
+    for i, (dev, key) in enumerate(keys.items()):
+        files[gateway_id(i, settings.gateways)][dev] = key
+    paths = {name: folder / f"{name}.json" for name in files}
+    for name, subset in files.items():
+        write_private(paths[name], json.dumps(subset, indent=2), force=True)
+    return paths
+
+
+def key_flag(keys: dict[str, Path], part: str) -> list[str]:
+    return ["--device-keys", str(keys[part])] if part in keys else []
+
+
+def dp_flags(settings: DemoSettings) -> list[str]:
+    """The fleet's differential-privacy flags: none when DP is off."""
+    if settings.dp_clip <= 0:
+        return []
+    s = settings
+    return ["--dp-clip", str(s.dp_clip), "--dp-noise", str(s.dp_noise), "--dp-delta", str(s.dp_delta)]
 
 
 def _get(client: httpx.Client, path: str) -> Any:
@@ -280,7 +353,15 @@ def build_report(
     }
     if fleet is not None:
         report["battery"] = fleet.get("battery_by_round")
-        report["fleet"] = {k: v for k, v in fleet.items() if k != "battery_by_round"}
+        # the fleet's own privacy section is superseded by the demo's, which knows the run's rounds
+        report["fleet"] = {k: v for k, v in fleet.items() if k not in ("battery_by_round", "privacy")}
+    if settings.dp_clip > 0:
+        from iotfl.privacy import privacy_section, releases
+
+        # Without the fleet's counts, every device may have trained in every (sub-)round.
+        steps = releases(fleet["per_device"]) if fleet else settings.rounds * settings.gateway_rounds
+        dp = settings.dp_clip, settings.dp_noise, settings.dp_delta
+        report["privacy"] = privacy_section(*dp, settings.rounds, steps)
     return report
 
 
@@ -305,6 +386,14 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"{report['centralized_accuracy'] * 100:.1f} %  ·  bytes up {report['bytes_up_total']:,} "
         f"(float32 would be {report['bytes_float32_equivalent']:,}: {ratio:.2f}× more)"
     )
+    privacy = report.get("privacy")
+    if privacy:
+        console.print(
+            f"differential privacy: [bold]ε = {privacy['epsilon']:.2f}[/] at δ = {privacy['delta']:g} "
+            f"(ε = {privacy['epsilon_replace']:.2f} between two datasets of one device) · clip "
+            f"{privacy['clip']:g}, noise ×{privacy['noise_multiplier']:g}, at most {privacy['releases']} updates "
+            "per device, sampling rate 1"
+        )
     battery = report.get("battery")
     if battery:
         items = sorted(battery.items(), key=lambda kv: int(kv[0]))

@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +85,54 @@ def parse_ota_key(text: str) -> str:
     return key
 
 
-class ProvisionSettings(BaseSettings):
-    """What ``iotfl provision device`` needs; each field also reads ``IOTFL_<NAME>`` and ``--config``."""
+class BoardSettings(BaseSettings):
+    """What a board's config.json holds beyond its identity: Wi-Fi, RAM class and battery (``IOTFL_<NAME>``)."""
 
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
+
+    wifi_ssid: str | None = None
+    wifi_password: str | None = Field(None, repr=False)
+    ram_class: str = "class2"
+    battery: str = "fixed:1.0"
+
+    @field_validator("wifi_ssid")
+    @classmethod
+    def _ssid(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= len(value.encode()) <= 32:
+            raise ValueError("a Wi-Fi SSID is 1 to 32 bytes")
+        return value
+
+    @field_validator("wifi_password")
+    @classmethod
+    def _wpa(cls, value: str | None) -> str | None:
+        # WPA2 passphrases are 8..63 characters (64 hex digits is the raw key); empty means an open network
+        raw_key = len(value or "") == 64 and all(c in "0123456789abcdefABCDEF" for c in value or "")
+        if value and not (8 <= len(value) <= 63 or raw_key):
+            raise ValueError("a Wi-Fi password is 8 to 63 characters, 64 hex digits, or empty for an open network")
+        return value
+
+    @field_validator("ram_class")
+    @classmethod
+    def _ram(cls, value: str) -> str:
+        if value not in RAM_CLASSES:
+            raise ValueError(f"unknown RAM class {value!r}; known: {', '.join(RAM_CLASSES)}")
+        return value
+
+    @field_validator("battery")
+    @classmethod
+    def _battery(cls, value: str) -> str:
+        parse_battery(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _wifi_pair(self) -> BoardSettings:
+        if self.wifi_password is not None and self.wifi_ssid is None:
+            raise ValueError("--wifi-password needs --wifi-ssid")
+        return self
+
+
+class ProvisionSettings(BoardSettings):
+    """What ``iotfl provision device`` needs; each field also reads ``IOTFL_<NAME>`` and ``--config``."""
 
     id: str
     gateway: str
@@ -96,10 +140,6 @@ class ProvisionSettings(BaseSettings):
     broker: str
     username: str | None = None
     password: str | None = Field(None, repr=False)
-    wifi_ssid: str | None = None
-    wifi_password: str | None = Field(None, repr=False)
-    ram_class: str = "class2"
-    battery: str = "fixed:1.0"
     ota_key: str | None = Field(None, repr=False)
     ota_key_file: Path | None = None
     ca_cert: Path | None = None
@@ -139,44 +179,13 @@ class ProvisionSettings(BaseSettings):
         parse_broker_url(value)
         return value.strip()
 
-    @field_validator("wifi_ssid")
-    @classmethod
-    def _ssid(cls, value: str | None) -> str | None:
-        if value is not None and not 1 <= len(value.encode()) <= 32:
-            raise ValueError("a Wi-Fi SSID is 1 to 32 bytes")
-        return value
-
-    @field_validator("wifi_password")
-    @classmethod
-    def _wpa(cls, value: str | None) -> str | None:
-        # WPA2 passphrases are 8..63 characters (64 hex digits is the raw key); empty means an open network
-        raw_key = len(value or "") == 64 and all(c in "0123456789abcdefABCDEF" for c in value or "")
-        if value and not (8 <= len(value) <= 63 or raw_key):
-            raise ValueError("a Wi-Fi password is 8 to 63 characters, 64 hex digits, or empty for an open network")
-        return value
-
-    @field_validator("ram_class")
-    @classmethod
-    def _ram(cls, value: str) -> str:
-        if value not in RAM_CLASSES:
-            raise ValueError(f"unknown RAM class {value!r}; known: {', '.join(RAM_CLASSES)}")
-        return value
-
-    @field_validator("battery")
-    @classmethod
-    def _battery(cls, value: str) -> str:
-        parse_battery(value)
-        return value.strip()
-
     @field_validator("ota_key")
     @classmethod
     def _ota(cls, value: str | None) -> str | None:
         return None if value is None else parse_ota_key(value)
 
     @model_validator(mode="after")
-    def _pairs(self) -> ProvisionSettings:
-        if self.wifi_password is not None and self.wifi_ssid is None:
-            raise ValueError("--wifi-password needs --wifi-ssid")
+    def _tls_pair(self) -> ProvisionSettings:
         tls = parse_broker_url(self.broker).tls
         if tls and self.ca_cert is None:
             raise ValueError("an mqtts:// broker needs --ca-cert FILE (the CA that signed the broker's certificate)")
@@ -206,25 +215,43 @@ def passwd_line(user: str, password: str, salt: bytes | None = None, iterations:
     return f"{user}:$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
 
 
-def device_config(settings: ProvisionSettings, user: str, password: str, ota_key: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BoardIdentity:
+    """Who a board is and how it logs in: its ids, the broker URL it reaches, its secrets."""
+
+    dev: str
+    gw: str
+    fleet: str
+    broker: str
+    user: str
+    password: str = field(repr=False)
+    ota_key: str = field(repr=False)
+    hmac: str | None = field(default=None, repr=False)  # 64 hex digits: the board signs its updates
+
+
+def device_config(board: BoardSettings, who: BoardIdentity) -> dict[str, Any]:
     """The board's config.json as a dict (pure: no files, no randomness)."""
-    address = parse_broker_url(settings.broker)
+    address = parse_broker_url(who.broker)
     wifi = None
-    if settings.wifi_ssid is not None:
-        wifi = {"ssid": settings.wifi_ssid, "password": settings.wifi_password or ""}
-    broker = {"host": address.host, "port": address.port, "tls": address.tls, "user": user, "password": password}
+    if board.wifi_ssid is not None:
+        wifi = {"ssid": board.wifi_ssid, "password": board.wifi_password or ""}
+    broker = {"host": address.host, "port": address.port, "tls": address.tls}
+    broker.update(user=who.user, password=who.password)
     if address.tls:
         broker["ca"] = CA_NAME
-    return {
-        "dev": settings.id,
-        "gw": settings.gateway,
-        "fleet": settings.fleet,
+    config = {
+        "dev": who.dev,
+        "gw": who.gw,
+        "fleet": who.fleet,
         "broker": broker,
         "wifi": wifi,
-        "ram_class": settings.ram_class,
-        "battery": parse_battery(settings.battery),
-        "ota": {"key": ota_key},
+        "ram_class": board.ram_class,
+        "battery": parse_battery(board.battery),
+        "ota": {"key": who.ota_key},
     }
+    if who.hmac is not None:
+        config["hmac"] = who.hmac
+    return config
 
 
 def write_private(path: Path, text: str, force: bool = False) -> None:
@@ -310,7 +337,8 @@ def provision_device(settings: ProvisionSettings, force: bool = False) -> Provis
     else:
         key_file = settings.key_file
         ota_key, created = fleet_ota_key(key_file)
-    config = device_config(settings, user, password, ota_key)
+    who = BoardIdentity(settings.id, settings.gateway, settings.fleet, settings.broker, user, password, ota_key)
+    config = device_config(settings, who)
     if ca_text is not None:
         write_private(settings.out_dir / CA_NAME, ca_text, force=True)
     write_private(path, json.dumps(config, indent=2) + "\n", force=force)
@@ -319,6 +347,8 @@ def provision_device(settings: ProvisionSettings, force: bool = False) -> Provis
 
 
 __all__ = [
+    "BoardIdentity",
+    "BoardSettings",
     "CA_NAME",
     "CONFIG_NAME",
     "Provisioned",

@@ -259,7 +259,8 @@ def test_checks_apply_in_contract_order() -> None:
 
 
 def test_every_reason_code_is_in_the_contract_list() -> None:
-    assert REASONS == {"decode", "version", "schema", "dev_mismatch", "n_range", "length", "scale", "loss", "too_large"}
+    contract = {"decode", "version", "schema", "dev_mismatch", "n_range", "length", "scale", "loss", "too_large"}
+    assert REASONS == contract | {"signature"}  # signature: docs/protocol.md, "Signed updates"
     with pytest.raises(ValueError, match="unknown reason"):
         WireError("nope")
 

@@ -28,7 +28,7 @@ from iotfl.flash import (
     resolve_tools,
     run_steps,
 )
-from iotfl.provision import ProvisionSettings, device_config
+from iotfl.provision import BoardIdentity, ProvisionSettings, device_config
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,8 @@ def cfg(tmp_path: Path) -> Path:
     settings = ProvisionSettings(id="dev7", gateway="gw0", broker="mqtt://10.0.0.2:1883")
     path = tmp_path / "dev7" / "config.json"
     path.parent.mkdir()
-    path.write_text(json.dumps(device_config(settings, "dev7", "pw-123456", "ab" * 32)))
+    who = BoardIdentity("dev7", "gw0", "default", settings.broker, "dev7", "pw-123456", "ab" * 32)
+    path.write_text(json.dumps(device_config(settings, who)))
     return path
 
 
@@ -349,7 +350,8 @@ def test_a_tls_config_takes_its_ca_certificate_along(fw: Path, tmp_path: Path) -
     board.mkdir()
     settings = ProvisionSettings(id="dev9", gateway="gw0", broker="mqtts://broker.example", ca_cert=Path("ca.pem"))
     cfg = board / "config.json"
-    cfg.write_text(json.dumps(device_config(settings, "dev9", "pw-123456", "ab" * 32)))
+    who = BoardIdentity("dev9", "gw0", "default", settings.broker, "dev9", "pw-123456", "ab" * 32)
+    cfg.write_text(json.dumps(device_config(settings, who)))
     (board / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
     args = ["--port", "/dev/ttyUSB0", "--device-config", str(cfg), "--firmware-dir", str(fw), "--build-dir", "/b"]
     code, lines = dry_run(*args)

@@ -1,0 +1,621 @@
+"""``iotfl provision fleet``: every secret and config file of a fleet (fleet → gateways → devices) in one folder.
+
+The folder's ``fleet.json`` (mode 0600) holds every secret; each run loads it, adds what the command asks for
+(gateways, devices), rotates what ``--rotate`` names, saves it, and then rewrites every derived file from it. So a
+re-run is idempotent (the same bytes everywhere), adding a device never touches another one's secrets, and a file
+lost or edited by hand comes back. docs/security.md describes each file.
+
+Device names: ``--gateway gw0:20`` means gateway gw0 has 20 devices in total; the missing ones are named
+``d{i:04d}`` with the smallest free ``i``, dealt round-robin over the gateways of the command in their order (so
+``--gateway gw0:25 --gateway gw1:25`` gives device ``i`` to ``gw{i mod 2}``, the simulator's layout);
+``--gateway gw0=pump1,pump2`` names devices explicitly. Devices and gateways are never removed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from cloud.auth import token_hash
+from flcore.endpoints import is_loopback, parse_broker_url
+from flcore.topics import check_id, is_valid_id
+from iotfl.ota import manifest_topic
+from iotfl.pki import KeyPair, cert_hosts, new_ca, server_cert, signed_by
+from iotfl.provision import (
+    CA_NAME,
+    CONFIG_NAME,
+    BoardIdentity,
+    BoardSettings,
+    ProvisionError,
+    device_config,
+    fleet_ota_key,
+    generate_password,
+    passwd_line,
+    write_private,
+)
+
+STATE_NAME = "fleet.json"
+STATE_VERSION = 1
+OPS_USER = "ops"
+HMAC_BYTES = 32
+TOKEN_BYTES = 32
+# The production tuning of deploy/mosquitto.conf (tests/iotfl/test_provision_fleet.py keeps the two in step).
+BROKER_TUNING = (
+    ("persistence", "true"),
+    ("persistence_location", "/var/lib/mosquitto/"),
+    ("autosave_interval", "10"),
+    ("persistent_client_expiration", "7d"),
+    ("max_queued_messages", "20000"),
+    ("max_queued_bytes", "268435456"),
+    ("max_inflight_messages", "100"),
+    ("message_size_limit", "1048576"),
+    ("set_tcp_nodelay", "true"),
+    ("sys_interval", "10"),
+)
+_SPEC = re.compile(r"(?P<gw>[^:=]+)(?::(?P<count>\d+)|=(?P<devs>.*))?")
+
+
+@dataclass
+class Login:
+    """A broker login: the password (given to the client) and its mosquitto password-file line (kept so that a
+    re-run writes the same salt, i.e. the same file)."""
+
+    password: str
+    passwd: str
+
+    @classmethod
+    def new(cls, user: str) -> Login:
+        password = generate_password()
+        return cls(password, passwd_line(user, password))
+
+
+@dataclass
+class DeviceSecrets:
+    login: Login
+    hmac: str  # 64 hex digits, the device's update-signing key
+
+
+@dataclass
+class GatewaySecrets:
+    login: Login
+    token: str  # bearer token for the cloud, which keeps only its sha256
+    devices: dict[str, DeviceSecrets] = field(default_factory=dict)
+
+
+@dataclass
+class FleetState:
+    """What ``fleet.json`` holds: the endpoints and every secret of the fleet."""
+
+    fleet: str
+    broker: str
+    cloud: str
+    ops: Login
+    gateways: dict[str, GatewaySecrets] = field(default_factory=dict)
+
+    def device_gateway(self) -> dict[str, str]:
+        return {dev: gw for gw, g in self.gateways.items() for dev in g.devices}
+
+    def users(self) -> set[str]:
+        return {OPS_USER, *self.gateways, *self.device_gateway()}
+
+    def to_json(self) -> str:
+        def login(x: Login) -> dict[str, str]:
+            return {"password": x.password, "passwd": x.passwd}
+
+        data = {
+            "v": STATE_VERSION,
+            "fleet": self.fleet,
+            "broker": self.broker,
+            "cloud": self.cloud,
+            "ops": login(self.ops),
+            "gateways": {
+                gw: {
+                    **login(g.login),
+                    "token": g.token,
+                    "devices": {d: {**login(s.login), "hmac": s.hmac} for d, s in g.devices.items()},
+                }
+                for gw, g in self.gateways.items()
+            },
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> FleetState:
+        """Parse ``fleet.json``; ValueError naming what is wrong."""
+        try:
+            data = json.loads(text)
+            if data.get("v") != STATE_VERSION:
+                raise ValueError(f"unsupported version {data.get('v')!r}")
+
+            def login(x: dict[str, Any], user: str) -> Login:
+                if not x["passwd"].startswith(f"{user}:$7$") or not x["password"]:
+                    raise ValueError(f"the login of {user!r} is damaged")
+                return Login(str(x["password"]), str(x["passwd"]))
+
+            gateways = {}
+            for gw, g in data["gateways"].items():
+                devices = {}
+                for dev, d in g["devices"].items():
+                    bytes.fromhex(d["hmac"])
+                    devices[check_id(dev, "device id")] = DeviceSecrets(login(d, dev), str(d["hmac"]))
+                gateways[check_id(gw, "gateway id")] = GatewaySecrets(login(g, gw), str(g["token"]), devices)
+            return cls(
+                check_id(data["fleet"], "fleet"),
+                str(data["broker"]),
+                str(data["cloud"]),
+                login(data["ops"], OPS_USER),
+                gateways,
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"missing or mistyped entry {exc}") from None
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    """One ``--gateway`` option: ``gw`` with ``count`` devices in total, or with the named ``devices``."""
+
+    gw: str
+    count: int | None = None
+    devices: tuple[str, ...] = ()
+
+
+def parse_gateway_spec(text: str) -> GatewaySpec:
+    """``GW``, ``GW:COUNT`` or ``GW=DEV,DEV,...``; ValueError with the accepted forms."""
+    m = _SPEC.fullmatch(text.strip())
+    if m is None or not is_valid_id(m["gw"]):
+        raise ValueError(f"gateway {text!r} must be GW, GW:COUNT or GW=DEV1,DEV2 (ids match [A-Za-z0-9_-]{{1,64}})")
+    if m["devs"] is not None:
+        devs = tuple(d.strip() for d in m["devs"].split(",") if d.strip())
+        bad = [d for d in devs if not is_valid_id(d)]
+        if bad or not devs:
+            raise ValueError(f"gateway {text!r}: device ids must match [A-Za-z0-9_-]{{1,64}} (got {bad or 'none'})")
+        return GatewaySpec(m["gw"], devices=devs)
+    return GatewaySpec(m["gw"], int(m["count"]) if m["count"] is not None else None)
+
+
+def _check_cloud_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"cloud URL {value!r} must be http(s)://host[:port]")
+    if parts.username or parts.password:
+        raise ValueError("the cloud URL must not hold credentials")
+    return value.strip().rstrip("/")
+
+
+def _check_broker_url(value: str) -> str:
+    address = parse_broker_url(value)
+    if address.username or address.password:
+        raise ValueError("give the broker URL without credentials: provisioning makes one login per client")
+    return value.strip().rstrip("/")
+
+
+class FleetProvisionSettings(BoardSettings):
+    """What ``iotfl provision fleet`` needs (board options apply to every device config it writes)."""
+
+    fleet: str = "default"
+    gateway: list[str] = Field(default_factory=list)
+    broker: str | None = None
+    cloud: str | None = None
+    rotate: list[str] = Field(default_factory=list)
+    out: Path | None = None
+    # Where the files will live on the machines that use them (paths written into iotfl.conf and the env files).
+    broker_dir: Path | None = None
+    gateway_dir: Path | None = None
+    cloud_dir: Path | None = None
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet(cls, value: str) -> str:
+        return check_id(value, "fleet")
+
+    @field_validator("gateway")
+    @classmethod
+    def _specs(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            parse_gateway_spec(spec)
+        return value
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, value: str | None) -> str | None:
+        return None if value is None else _check_broker_url(value)
+
+    @field_validator("cloud")
+    @classmethod
+    def _cloud(cls, value: str | None) -> str | None:
+        return None if value is None else _check_cloud_url(value)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out if self.out is not None else Path("provision") / self.fleet
+
+    def specs(self) -> list[GatewaySpec]:
+        return [parse_gateway_spec(s) for s in self.gateway]
+
+
+@dataclass(frozen=True)
+class Generator:
+    """Where new secrets come from (tests may pass deterministic ones)."""
+
+    login: Callable[[str], Login] = Login.new
+    hmac: Callable[[], str] = lambda: secrets.token_hex(HMAC_BYTES)
+    token: Callable[[], str] = lambda: secrets.token_urlsafe(TOKEN_BYTES)
+
+
+@dataclass
+class Changes:
+    """What one run did to the state, for the summary."""
+
+    new: list[str] = field(default_factory=list)
+    rotated: list[str] = field(default_factory=list)
+    certs: list[str] = field(default_factory=list)
+
+
+def _names(start: Iterable[str]) -> Iterator[str]:
+    """d0000, d0001, … skipping the names in ``start``."""
+    taken = set(start)
+    i = 0
+    while True:
+        name = f"d{i:04d}"
+        if name not in taken:
+            taken.add(name)
+            yield name
+        i += 1
+
+
+def plan(
+    state: FleetState | None, settings: FleetProvisionSettings, gen: Generator = Generator()
+) -> tuple[FleetState, Changes]:
+    """The state after this run (``state`` is not modified); ProvisionError for a request that cannot be met."""
+    changes = Changes()
+    if state is None:
+        if settings.broker is None or settings.cloud is None:
+            raise ProvisionError("a new fleet needs --broker mqtts://HOST:PORT and --cloud https://HOST:PORT")
+        state = FleetState(settings.fleet, settings.broker, settings.cloud, gen.login(OPS_USER))
+        changes.new.append(OPS_USER)
+    else:
+        state = FleetState.from_json(state.to_json())  # a deep copy
+        if state.fleet != settings.fleet:
+            raise ProvisionError(f"the folder holds fleet {state.fleet!r}, not {settings.fleet!r}")
+        state.broker = settings.broker or state.broker
+        state.cloud = settings.cloud or state.cloud
+    owner = state.device_gateway()
+    wanted: dict[str, int] = {}
+    for spec in settings.specs():
+        if spec.gw in owner or spec.gw == OPS_USER:
+            raise ProvisionError(f"{spec.gw!r} is already a device or the ops user; a gateway needs a name of its own")
+        if spec.gw not in state.gateways:
+            state.gateways[spec.gw] = GatewaySecrets(gen.login(spec.gw), gen.token())
+            changes.new.append(spec.gw)
+        for dev in spec.devices:
+            if dev in state.gateways or dev == OPS_USER:
+                raise ProvisionError(f"device {dev!r} has the name of a gateway or of the ops user")
+            if owner.get(dev, spec.gw) != spec.gw:
+                raise ProvisionError(f"device {dev!r} belongs to gateway {owner[dev]!r}, not {spec.gw!r}")
+            if dev not in owner:
+                state.gateways[spec.gw].devices[dev] = DeviceSecrets(gen.login(dev), gen.hmac())
+                owner[dev] = spec.gw
+                changes.new.append(dev)
+        if spec.count is not None:
+            have = len(state.gateways[spec.gw].devices)
+            if spec.count < have:
+                raise ProvisionError(
+                    f"gateway {spec.gw!r} already has {have} devices; provisioning never removes one (use :{have} "
+                    "or more)"
+                )
+            wanted[spec.gw] = wanted.get(spec.gw, 0) + spec.count - have
+    names = _names(state.users())
+    while any(wanted.values()):
+        for gw in wanted:
+            if wanted[gw]:
+                dev = next(names)
+                state.gateways[gw].devices[dev] = DeviceSecrets(gen.login(dev), gen.hmac())
+                wanted[gw] -= 1
+                changes.new.append(dev)
+    owner = state.device_gateway()
+    for who in dict.fromkeys(settings.rotate):
+        if who == OPS_USER:
+            state.ops = gen.login(OPS_USER)
+        elif who in state.gateways:
+            g = state.gateways[who]
+            g.login, g.token = gen.login(who), gen.token()
+        elif who in owner:
+            state.gateways[owner[who]].devices[who] = DeviceSecrets(gen.login(who), gen.hmac())
+        else:
+            raise ProvisionError(f"--rotate {who}: no such device, gateway or ops user in fleet {state.fleet!r}")
+        if who not in changes.new:
+            changes.rotated.append(who)
+    return state, changes
+
+
+# -- rendering (pure) ----------------------------------------------------------------------------------------
+
+
+def server_hosts(url: str) -> list[str]:
+    """The names a server certificate for ``url`` covers: its host plus localhost and 127.0.0.1."""
+    host = urlsplit(url).hostname or ""
+    return list(dict.fromkeys([host, "localhost", "127.0.0.1"]))
+
+
+def acl_text(state: FleetState) -> str:
+    """The mosquitto ACL: patterns where ``%u`` states a rule exactly, one ``user`` block per client elsewhere."""
+    f = state.fleet
+    ota = manifest_topic(f).rsplit("/", 1)[0]
+    lines = [
+        f"# iotfl broker ACL of fleet {f}: generated by `iotfl provision fleet` (re-running it rewrites this file).",
+        "# No `topic` line precedes the first `user` line, so an anonymous client may do nothing at all.",
+        "",
+        "# Each device publishes only its own status (also its Last Will): user names are the device ids, and",
+        "# gateways and the ops user never share a name with a device. The rest depends on the device's gateway,",
+        "# which %u cannot express: one `user` block per device below (its update, its gateway's task, its own",
+        "# acks, the fleet's firmware updates).",
+        f"pattern write iotfl/{f}/dev/%u/status",
+        "",
+        "# The ops user (tools): publish firmware updates, watch the devices.",
+        f"user {OPS_USER}",
+        f"topic readwrite {ota}/#",
+        f"topic read iotfl/{f}/dev/+/status",
+    ]
+    for gw, g in state.gateways.items():
+        lines += [
+            "",
+            f"# --- gateway {gw}: its own subtree (task, up/+, ack/+), every status, the broker's drop counter",
+            f"user {gw}",
+            f"topic readwrite iotfl/{f}/gw/{gw}/#",
+            f"topic read iotfl/{f}/dev/+/status",
+            "topic read $SYS/broker/publish/messages/dropped",
+        ]
+        for dev in g.devices:
+            lines += [
+                f"user {dev}",
+                f"topic write iotfl/{f}/gw/{gw}/up/{dev}",
+                f"topic read iotfl/{f}/gw/{gw}/task",
+                f"topic read iotfl/{f}/gw/{gw}/ack/{dev}",
+                f"topic read {ota}/#",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def passwd_text(state: FleetState) -> str:
+    lines = [state.ops.passwd]
+    for g in state.gateways.values():
+        lines.append(g.login.passwd)
+        lines += [d.login.passwd for d in g.devices.values()]
+    return "\n".join(lines) + "\n"
+
+
+def mosquitto_conf(state: FleetState, broker_dir: Path) -> str:
+    """The broker's config: the production tuning, logins and ACL, and one listener (TLS ≥ 1.2 for mqtts://)."""
+    address = parse_broker_url(state.broker)
+    if is_loopback(address.host):
+        bind = " 127.0.0.1"
+    else:
+        try:
+            bind = f" {ipaddress.ip_address(address.host)}"
+        except ValueError:
+            bind = ""  # a host name: every interface
+    lines = [
+        f"# iotfl broker of fleet {state.fleet}: generated by `iotfl provision fleet` (re-running it rewrites it).",
+        "# The tuning is deploy/mosquitto.conf's; see the comments there and docs/security.md.",
+        "per_listener_settings false",
+        *(f"{k} {v}" for k, v in BROKER_TUNING),
+        "allow_anonymous false",
+        f"password_file {broker_dir / 'passwd'}",
+        f"acl_file {broker_dir / 'acl'}",
+        f"listener {address.port}{bind}",
+    ]
+    if address.tls:
+        lines += [
+            f"cafile {broker_dir / CA_NAME}",
+            f"certfile {broker_dir / 'server.crt'}",
+            f"keyfile {broker_dir / 'server.key'}",
+            "tls_version tlsv1.2",
+        ]
+    else:
+        lines.insert(2, "# PLAIN-TEXT listener (mqtt://): passwords cross the network in clear. For a local demo only.")
+    lines += ["log_dest stderr", "log_type error", "log_type warning", "log_type notice", "connection_messages true"]
+    return "\n".join(lines) + "\n"
+
+
+def _env(pairs: list[tuple[str, object]], head: str) -> str:
+    return head + "".join(f"{k}={v}\n" for k, v in pairs)
+
+
+def gateway_env(state: FleetState, gw: str, gateway_dir: Path) -> str:
+    g = state.gateways[gw]
+    address = parse_broker_url(state.broker)
+    scheme = "mqtts" if address.tls else "mqtt"
+    pairs: list[tuple[str, object]] = [
+        ("IOTFL_ID", gw),
+        ("IOTFL_FLEET", state.fleet),
+        ("IOTFL_BROKER", f"{scheme}://{gw}:{g.login.password}@{address.host}:{address.port}"),
+        ("IOTFL_CLOUD", state.cloud),
+        ("IOTFL_TOKEN", g.token),
+        ("IOTFL_DEVICE_KEYS", gateway_dir / "device-keys.json"),
+    ]
+    if address.tls:
+        pairs.append(("IOTFL_BROKER_CA", gateway_dir / CA_NAME))
+    if state.cloud.startswith("https:"):
+        pairs.append(("IOTFL_CLOUD_CA", gateway_dir / CA_NAME))
+    head = f"# iotfl gateway {gw} of fleet {state.fleet}: generated by `iotfl provision fleet`. Secrets: keep 0600.\n"
+    return _env(pairs, head)
+
+
+def cloud_env(state: FleetState, cloud_dir: Path) -> str:
+    parts = urlsplit(state.cloud)
+    tls = parts.scheme == "https"
+    host = parts.hostname or ""
+    pairs: list[tuple[str, object]] = [
+        ("IOTFL_HOST", "127.0.0.1" if is_loopback(host) else "0.0.0.0"),
+        ("IOTFL_PORT", parts.port or (443 if tls else 80)),
+        ("IOTFL_FLEET", state.fleet),
+        # only the sha256 of each token: a stolen cloud.env lets nobody post as a gateway
+        ("IOTFL_GATEWAY_TOKEN_HASHES", ",".join(f"{gw}={token_hash(g.token)}" for gw, g in state.gateways.items())),
+    ]
+    if tls:
+        pairs += [("IOTFL_TLS_CERT", cloud_dir / "server.crt"), ("IOTFL_TLS_KEY", cloud_dir / "server.key")]
+    return _env(pairs, f"# iotfl cloud of fleet {state.fleet}: generated by `iotfl provision fleet`.\n")
+
+
+def ops_env(state: FleetState, out: Path) -> str:
+    address = parse_broker_url(state.broker)
+    scheme = "mqtts" if address.tls else "mqtt"
+    pairs: list[tuple[str, object]] = [
+        ("IOTFL_FLEET", state.fleet),
+        ("IOTFL_BROKER", f"{scheme}://{OPS_USER}:{state.ops.password}@{address.host}:{address.port}"),
+        ("IOTFL_OTA_KEY_FILE", out / "ota.key"),
+    ]
+    if address.tls:
+        pairs.append(("IOTFL_TLS_CA", out / "ca" / CA_NAME))
+    return _env(pairs, f"# the ops login of fleet {state.fleet} (e.g. for `iotfl ota publish`). Secrets: keep 0600.\n")
+
+
+def keys_json(devices: dict[str, DeviceSecrets]) -> str:
+    return json.dumps({dev: s.hmac for dev, s in devices.items()}, indent=2, sort_keys=True) + "\n"
+
+
+# -- files ---------------------------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str, private: bool) -> None:
+    """Atomically write ``text`` (mode 0600 or 0644) unless the file already holds exactly that."""
+    try:
+        if path.read_text() == text and (path.stat().st_mode & 0o777) == (0o600 if private else 0o644):
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_private(path, text, force=True)
+    if not private:
+        path.chmod(0o644)
+
+
+def _read_pair(folder: Path, stem: str) -> KeyPair | None:
+    try:
+        return KeyPair((folder / f"{stem}.key").read_text(), (folder / f"{stem}.crt").read_text())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ProvisionError(f"cannot read {folder / stem}.key/.crt: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    """What a run wrote and changed."""
+
+    out: Path
+    state: FleetState
+    changes: Changes
+    ota_key_created: bool
+    warnings: list[str]
+
+
+def load_state(out: Path) -> FleetState | None:
+    path = out / STATE_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ProvisionError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return FleetState.from_json(text)
+    except ValueError as exc:
+        raise ProvisionError(f"{path} is damaged ({exc}); restore it from your backup") from None
+
+
+def _pki(out: Path, state: FleetState, changes: Changes) -> tuple[KeyPair, KeyPair, KeyPair]:
+    """The CA (made once) and the broker and cloud certificates, re-issued when their host names changed."""
+    ca_dir = out / "ca"
+    ca = _read_pair(ca_dir, "ca")
+    if ca is None:
+        ca = new_ca(state.fleet)
+        _write(ca_dir / "ca.key", ca.key_pem, private=True)
+        _write(ca_dir / CA_NAME, ca.cert_pem, private=False)
+        changes.certs.append("CA")
+    pairs = []
+    for name, url in (("broker", state.broker), ("cloud", state.cloud)):
+        hosts = server_hosts(url)
+        pair = _read_pair(ca_dir, name)
+        if pair is None or cert_hosts(pair.cert_pem) != hosts or not signed_by(pair.cert_pem, ca):
+            pair = server_cert(ca, hosts[0], hosts)
+            _write(ca_dir / f"{name}.key", pair.key_pem, private=True)
+            _write(ca_dir / f"{name}.crt", pair.cert_pem, private=False)
+            changes.certs.append(f"{name} ({', '.join(hosts)})")
+        pairs.append(pair)
+    return ca, pairs[0], pairs[1]
+
+
+def provision_fleet(settings: FleetProvisionSettings, gen: Generator = Generator()) -> FleetResult:
+    """Load, extend and save the fleet's state, then (re)write every file derived from it."""
+    out = settings.out_dir
+    state, changes = plan(load_state(out), settings, gen)
+    absolute = out.resolve()
+    _write(out / STATE_NAME, state.to_json(), private=True)
+    ota_key, ota_created = fleet_ota_key(out / "ota.key")
+    ca, broker, cloud = _pki(out, state, changes)
+    broker_dir = settings.broker_dir or absolute / "mosquitto"
+    cloud_dir = settings.cloud_dir or absolute / "cloud"
+
+    mq = out / "mosquitto"
+    _write(mq / "iotfl.conf", mosquitto_conf(state, broker_dir), private=False)
+    _write(mq / "passwd", passwd_text(state), private=True)
+    _write(mq / "acl", acl_text(state), private=False)
+    _write(mq / CA_NAME, ca.cert_pem, private=False)
+    _write(mq / "server.crt", broker.cert_pem, private=False)
+    _write(mq / "server.key", broker.key_pem, private=True)
+
+    _write(out / "cloud" / "cloud.env", cloud_env(state, cloud_dir), private=True)
+    _write(out / "cloud" / "server.crt", cloud.cert_pem, private=False)
+    _write(out / "cloud" / "server.key", cloud.key_pem, private=True)
+    _write(out / "ops.env", ops_env(state, absolute), private=True)
+
+    everyone: dict[str, DeviceSecrets] = {}
+    for gw, g in state.gateways.items():
+        folder = out / "gateways" / gw
+        gateway_dir = settings.gateway_dir / gw if settings.gateway_dir else absolute / "gateways" / gw
+        _write(folder / "gateway.env", gateway_env(state, gw, gateway_dir), private=True)
+        _write(folder / "device-keys.json", keys_json(g.devices), private=True)
+        _write(folder / CA_NAME, ca.cert_pem, private=False)
+        for dev, s in g.devices.items():
+            who = BoardIdentity(dev, gw, state.fleet, state.broker, dev, s.login.password, ota_key, s.hmac)
+            text = json.dumps(device_config(settings, who), indent=2) + "\n"
+            _write(out / "devices" / dev / CONFIG_NAME, text, private=True)
+            _write(out / "devices" / dev / CA_NAME, ca.cert_pem, private=False)
+        everyone.update(g.devices)
+    # every device's key in one file, for a simulated fleet (`iotfl fleet --provisioned`)
+    _write(out / "device-keys.json", keys_json(everyone), private=True)
+
+    warnings = []
+    if not parse_broker_url(state.broker).tls:
+        warnings.append(f"plain-text broker {state.broker}: passwords cross the network in clear (local demo only)")
+    if not state.cloud.startswith("https:"):
+        warnings.append(f"plain-text cloud {state.cloud}: gateway tokens cross the network in clear (local demo only)")
+    os.chmod(out, 0o700)
+    return FleetResult(out, state, changes, ota_created, warnings)
+
+
+__all__ = [
+    "FleetProvisionSettings",
+    "FleetResult",
+    "FleetState",
+    "Generator",
+    "GatewaySpec",
+    "OPS_USER",
+    "STATE_NAME",
+    "acl_text",
+    "load_state",
+    "mosquitto_conf",
+    "parse_gateway_spec",
+    "plan",
+    "provision_fleet",
+]
