@@ -3,69 +3,34 @@ who may connect, who may publish and read what, and which TLS clients the broker
 
 from __future__ import annotations
 
-import json
 import queue
 import socket
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from provisioned_fleet import FLEET, Fleet, provisioned_fleet
 
 from flcore.messages import Ack, Task, Up
 from flcore.model import ModelSpec
 from flcore.quantize import quantize
 from gateway.node import GatewayNode
 from gateway.settings import GatewaySettings
-from iotfl.broker import Broker, free_port, mosquitto_path, start_configured
 from iotfl.pki import new_ca
-from iotfl.provision_fleet import FleetProvisionSettings, provision_fleet
 
 WAIT = 5.0
-FLEET = "F"
 SPEC = ModelSpec((4, 3, 2))
-
-
-@dataclass
-class Fleet:
-    out: Path
-    broker: Broker
-
-    @property
-    def ca(self) -> Path:
-        return self.out / "ca" / "ca.crt"
-
-    def password(self, user: str) -> str:
-        state = json.loads((self.out / "fleet.json").read_text())
-        if user == "ops":
-            return state["ops"]["password"]
-        if user in state["gateways"]:
-            return state["gateways"][user]["password"]
-        return next(g["devices"][user]["password"] for g in state["gateways"].values() if user in g["devices"])
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    if mosquitto_path() is None:
-        pytest.fail("mosquitto is not installed: run `apt-get install -y mosquitto`")
-    tmp = tmp_path_factory.mktemp("secure")
-    port = free_port()
-    settings = FleetProvisionSettings(
-        fleet=FLEET,
-        gateway=["gw0:2", "gw1:1"],  # gw0: d0000, d0002; gw1: d0001
-        broker=f"mqtts://127.0.0.1:{port}",
-        cloud="https://127.0.0.1:8443",
-        out=tmp / "prov",
-    )
-    provision_fleet(settings)
-    broker = start_configured(tmp / "prov" / "mosquitto" / "iotfl.conf", port, tmp / "broker")
-    yield Fleet(tmp / "prov", broker)
-    broker.stop()
+    with provisioned_fleet(tmp_path_factory.mktemp("secure")) as made:
+        yield made
 
 
 class Peer:
