@@ -128,14 +128,18 @@ def test_a_silent_gateway_is_dropped_at_the_deadline_and_counted_when_it_rejoins
             a.close()
             b.close()
     assert sorted(first["gateways"]) == ["gw0", "gw1"] and (first["k"], first["n"]) == (2, 40)
-    # Round 1 closed as soon as both posted; round 2 only at its deadline, with gw0 alone.
-    assert first["closed_at"] < first["deadline"] - 1
-    assert sorted(second["gateways"]) == ["gw0"] and (second["k"], second["n"]) == (1, 10)
-    assert second["closed_at"] >= second["deadline"] - 0.5
-    assert sorted(third["gateways"]) == ["gw0", "gw1"] and third["gateways"]["gw1"]["n"] == 30
-    # gw1 may have accepted b's round-2 update just before it went silent: then that round comes in late, in round 3.
-    gw1_rounds = {1, 3} | {c["round"] for c in third["carried"] if c["gw"] == "gw1"}
-    assert b_accepted == gw1_rounds and {3} <= set(b.sent)
+    assert first["closed_at"] < first["deadline"]  # closed by the two posts, not by the clock
+    # gw1 went silent early in round 2 (on a loaded machine it may have posted round 2 just before): without its post
+    # the cloud waits for it only until the deadline and closes round 2 with gw0 alone.
+    assert second["gateways"]["gw0"]["n"] == 10
+    if "gw1" not in second["gateways"]:
+        assert second["closed_at"] >= second["deadline"] - 0.5 and (second["k"], second["n"]) == (1, 10)
+    assert third["gateways"]["gw0"]["n"] == 10 and third["gateways"]["gw1"]["n"] == 30  # gw1 rejoined
+    # Every round b saw `accepted` counts exactly once for gw1: in its own round, or carried into a later one.
+    rounds = {1: first, 2: second, 3: third}
+    counted = [r for r, info in rounds.items() if "gw1" in info["gateways"]]
+    counted += [c["round"] for info in rounds.values() for c in info["carried"] if c["gw"] == "gw1"]
+    assert sorted(counted) == sorted(b_accepted) and {1, 3} <= b_accepted
     assert sorted(a.sent) == [1, 2, 3]
 
 
