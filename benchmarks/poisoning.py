@@ -4,9 +4,12 @@ Every cell is one ``iotfl demo`` run (its own mosquitto, cloud, gateways and sim
 and HTTP) with ``--aggregation RULE --attack KIND:PCT`` — the rule runs at the gateways and at the cloud. The
 default grid is digits, 50 devices on 5 gateways, Dirichlet α = 0.5, batteries off (every device that can train
 does, every round), rules {fedavg, clip, trimmed-mean, median, krum} × attacks {none, sign-flip, scale10,
-label-flip} × {10 %, 20 %} attackers (``none`` once per rule).
+label-flip} × {10 %, 20 %} attackers (``none`` once per rule), each cell once per ``--seeds`` seed (the seed
+draws the split, the attackers, the initial model and the shuffles); a cell shows the mean ± std over the seeds and
+its mean difference to the clean FedAvg run of the same seeds.
 
     python benchmarks/poisoning.py                      # the full grid (~35 runs), table + JSON + PNG
+    python benchmarks/poisoning.py --seeds 0,1,2        # every cell over three seeds
     python benchmarks/poisoning.py --quick              # a smoke run: 2 rules × sign-flip:20%, 10 devices, 2 rounds
     python benchmarks/poisoning.py --resume             # keep the finished cells of an earlier run with that config
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,9 +71,9 @@ def grid(rules: tuple[str, ...], attacks: tuple[str, ...], pcts: tuple[int, ...]
     return cells
 
 
-def run_cell(cell: Cell, config: dict[str, Any], logs: Path) -> dict[str, Any]:
+def run_cell(cell: Cell, seed: int, config: dict[str, Any], logs: Path) -> dict[str, Any]:
     """One ``iotfl demo`` run; its result row (``final_accuracy`` None when it failed)."""
-    name = f"{cell.rule}_{cell.column.replace(':', '_').replace('%', '')}"
+    name = f"{cell.rule}_{cell.column.replace(':', '_').replace('%', '')}_s{seed}"
     report = logs / f"{name}.json"
     report.unlink(missing_ok=True)
     args = [
@@ -78,7 +82,7 @@ def run_cell(cell: Cell, config: dict[str, Any], logs: Path) -> dict[str, Any]:
         "iotfl",
         "demo",
         *("--devices", str(config["devices"]), "--gateways", str(config["gateways"])),
-        *("--rounds", str(config["rounds"]), "--alpha", str(config["alpha"]), "--seed", str(config["seed"])),
+        *("--rounds", str(config["rounds"]), "--alpha", str(config["alpha"]), "--seed", str(seed)),
         *("--dataset", config["dataset"], "--no-battery", "--aggregation", cell.rule, "--json", str(report)),
         *("--clip-norm", str(config["clip_norm"]), "--trim", str(config["trim"]), "--krum-f", str(config["krum_f"])),
         *(["--attack", cell.column] if cell.attack else []),
@@ -95,7 +99,8 @@ def run_cell(cell: Cell, config: dict[str, Any], logs: Path) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             code = -1
     seconds = round(time.monotonic() - started, 1)
-    row: dict[str, Any] = {**asdict(cell), "column": cell.column, "seconds": seconds, "final_accuracy": None}
+    row: dict[str, Any] = {**asdict(cell), "column": cell.column, "seed": seed, "seconds": seconds}
+    row["final_accuracy"] = None
     if code != 0 or not report.exists():
         row["error"] = f"demo exited with {code}" if code != -1 else f"timed out after {timeout:.0f} s"
         return row
@@ -107,49 +112,66 @@ def run_cell(cell: Cell, config: dict[str, Any], logs: Path) -> dict[str, Any]:
     return row
 
 
-def table_of(results: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """rule → column → final accuracy."""
-    out: dict[str, dict[str, float | None]] = {}
+Summary = dict[str, dict[str, float | None]]
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Summary]:
+    """rule → column → a statistic over the seeds: ``table`` the mean final accuracy, ``std`` its sample standard
+    deviation (0 for one seed), ``vs_clean`` the mean of (this run − the clean FedAvg run of the same seed) over the
+    seeds that have both. A cell with a failed run is None in all three."""
+    runs: dict[tuple[str, str], dict[int, float | None]] = {}
     for r in results:
-        out.setdefault(r["rule"], {})[r["column"]] = r["final_accuracy"]
+        runs.setdefault((r["rule"], r["column"]), {})[r["seed"]] = r["final_accuracy"]
+    clean = runs.get(("fedavg", "none"), {})
+    out: dict[str, Summary] = {"table": {}, "std": {}, "vs_clean": {}}
+    for (rule, column), by_seed in runs.items():
+        accs = {s: a for s, a in by_seed.items() if a is not None}
+        ok = len(accs) == len(by_seed)
+        paired = [a - c for s, a in accs.items() if (c := clean.get(s)) is not None]
+        values = list(accs.values())
+        out["table"].setdefault(rule, {})[column] = statistics.fmean(values) if ok else None
+        out["std"].setdefault(rule, {})[column] = (statistics.stdev(values) if len(values) > 1 else 0.0) if ok else None
+        out["vs_clean"].setdefault(rule, {})[column] = statistics.fmean(paired) if ok and paired else None
     return out
 
 
-def print_table(table: dict[str, dict[str, float | None]], columns: list[str], title: str) -> None:
-    clean = table.get("fedavg", {}).get("none")
+def print_table(summary: dict[str, Summary], columns: list[str], title: str, seeds: int) -> None:
     t = Table(title=title)
     t.add_column("rule")
     for c in columns:
         t.add_column(c, justify="right")
-    for rule, row in table.items():
+    for rule, row in summary["table"].items():
         cells = []
         for c in columns:
-            acc = row.get(c)
+            acc, std, diff = row.get(c), summary["std"][rule].get(c), summary["vs_clean"][rule].get(c)
             if acc is None:
                 cells.append("—")
-            else:
-                mark = "" if clean is None or c == "none" else f" ({(acc - clean) * 100:+.1f})"
-                cells.append(f"{acc * 100:.1f}{mark}")
+                continue
+            spread = f" ± {std * 100:.1f}" if seeds > 1 and std is not None else ""
+            mark = "" if diff is None or (rule, c) == ("fedavg", "none") else f" ({diff * 100:+.1f})"
+            cells.append(f"{acc * 100:.1f}{spread}{mark}")
         t.add_row(rule, *cells)
     console.print(t)
-    if clean is not None:
-        console.print(f"final accuracy in %; (±points) against the clean FedAvg run, {clean * 100:.1f} %")
+    over = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    console.print(f"final accuracy in %, {over}; (±points) against the clean FedAvg run of the same seeds")
 
 
-def plot(table: dict[str, dict[str, float | None]], columns: list[str], path: Path, title: str) -> None:
-    """Grouped bars: one group per attack column, one bar per rule."""
+def plot(summary: dict[str, Summary], columns: list[str], path: Path, title: str) -> None:
+    """Grouped bars: one group per attack column, one bar per rule (the mean, with the std as an error bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    table, std = summary["table"], summary["std"]
     rules = list(table)
     width = 0.8 / max(len(rules), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(columns) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.4 * len(columns) + 3), 4.5))
     for i, rule in enumerate(rules):
         xs = [j + (i - (len(rules) - 1) / 2) * width for j in range(len(columns))]
         values = [(table[rule].get(c) or 0.0) * 100 for c in columns]
-        ax.bar(xs, values, width, label=rule)
+        errors = [(std[rule].get(c) or 0.0) * 100 for c in columns]
+        ax.bar(xs, values, width, yerr=errors, capsize=2, label=rule)
     clean = table.get("fedavg", {}).get("none")
     if clean is not None:
         ax.axhline(clean * 100, color="black", linestyle="--", linewidth=0.8, label="clean FedAvg")
@@ -157,9 +179,9 @@ def plot(table: dict[str, dict[str, float | None]], columns: list[str], path: Pa
     ax.set_ylabel("final accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(fontsize=8, ncols=3, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the bars, never over one
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -168,7 +190,7 @@ def main(
     devices: Annotated[int, typer.Option(min=1)] = 50,
     gateways: Annotated[int, typer.Option(min=1)] = 5,
     alpha: Annotated[float, typer.Option(min=1e-6, help="Dirichlet α of the non-IID split")] = 0.5,
-    seed: Annotated[int, typer.Option()] = 0,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds: every cell runs once per seed")] = "0",
     dataset: Annotated[str, typer.Option()] = "digits",
     rules: Annotated[str, typer.Option(help="comma-separated rules")] = ",".join(RULES),
     attacks: Annotated[str, typer.Option(help="comma-separated attack kinds")] = ",".join(ATTACKS),
@@ -201,9 +223,15 @@ def main(
             raise typer.BadParameter(f"unknown or no {name}s {unknown}; known: {', '.join(known)}")
     if not pct_list or any(not 0 < p <= 100 for p in pct_list):
         raise typer.BadParameter(f"--pcts must be in 1..100, got {pcts!r}")
+    try:
+        seed_list = list(dict.fromkeys(int(s) for s in seeds.split(",") if s.strip()))
+    except ValueError:
+        raise typer.BadParameter(f"--seeds must be whole numbers, got {seeds!r}") from None
+    if not seed_list:
+        raise typer.BadParameter("--seeds needs at least one seed")
 
     config = {"dataset": dataset, "devices": devices, "gateways": gateways, "alpha": alpha, "rounds": rounds}
-    config |= {"seed": seed, "battery": False, "clip_norm": clip_norm, "trim": trim, "krum_f": krum_f}
+    config |= {"seeds": seed_list, "battery": False, "clip_norm": clip_norm, "trim": trim, "krum_f": krum_f}
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
@@ -211,29 +239,36 @@ def main(
     done: dict[str, dict[str, Any]] = {}
     if resume and json_path.exists():
         earlier = json.loads(json_path.read_text())
-        if earlier.get("config") == config:
-            done = {f"{r['rule']} {r['column']}": r for r in earlier["results"] if r["final_accuracy"] is not None}
+        # a run is keyed by its seed, so an earlier run with other seeds still lends the ones both have
+        if {**earlier.get("config", {}), "seeds": seed_list} == config:
+            done = {
+                f"{r['rule']} {r['column']} {r['seed']}": r
+                for r in earlier["results"]
+                if r["final_accuracy"] is not None
+            }
 
     cells = grid(rule_list, attack_list, pct_list, clean=not quick)
     columns = list(dict.fromkeys(c.column for c in cells))
-    title = f"{dataset}, {devices} devices / {gateways} gateways, α={alpha:g}, {rounds} rounds"
+    seeded = ", ".join(map(str, seed_list))
+    title = f"{dataset}, {devices} devices / {gateways} gateways, α={alpha:g}, {rounds} rounds, seeds {seeded}"
     results: list[dict[str, Any]] = []
     started = time.monotonic()
-    for i, cell in enumerate(cells, 1):
-        key = f"{cell.rule} {cell.column}"
-        row = done.get(key) or run_cell(cell, config, logs)
+    runs = [(cell, s) for cell in cells for s in seed_list]
+    for i, (cell, s) in enumerate(runs, 1):
+        key = f"{cell.rule} {cell.column} {s}"
+        row = done.get(key) or run_cell(cell, s, config, logs)
         results.append(row)
         acc = row["final_accuracy"]
         shown = "FAILED: " + row.get("error", "") if acc is None else f"{acc * 100:.1f} %"
         reused = " (from the earlier run)" if key in done else f" in {row['seconds']:.0f} s"
-        console.print(f"[{i}/{len(cells)}] {cell.rule:12s} {cell.column:15s} {shown}{reused}")
-        report = {"config": config, "columns": columns, "table": table_of(results), "results": results}
+        console.print(f"[{i}/{len(runs)}] {cell.rule:12s} {cell.column:15s} seed {s} {shown}{reused}")
+        report = {"config": config, "columns": columns, **summarize(results), "results": results}
         json_path.write_text(json.dumps(report, indent=2))
 
-    table = table_of(results)
-    print_table(table, columns, title)
-    plot(table, columns, png_path, title)
-    console.print(f"{len(cells)} runs in {time.monotonic() - started:.0f} s; wrote {json_path} and {png_path}")
+    summary = summarize(results)
+    print_table(summary, columns, title, len(seed_list))
+    plot(summary, columns, png_path, title)
+    console.print(f"{len(runs)} runs in {time.monotonic() - started:.0f} s; wrote {json_path} and {png_path}")
     if any(r["final_accuracy"] is None for r in results):
         raise typer.Exit(1)
 

@@ -5,7 +5,9 @@
 
 - ``sign-flip``: ``−4 × delta`` (the honest direction reversed and boosted, so 20 % of attackers cancel the other
   80 %'s progress under plain FedAvg instead of merely slowing it);
-- ``scale10``: ``10 × delta``;
+- ``scale10``: a boosted malicious update, model-replacement style (Bagdasaryan et al. 2020, Bhagoji et al. 2019):
+  the attacker trains on flipped labels ``y → C − 1 − y`` and sends ``10 × delta``, so under plain FedAvg 20 % of
+  attackers outweigh the other 80 % (10 × an honest delta is no attack: it acts like a larger server step);
 - ``label-flip``: an honest update trained on labels mapped ``y → C − 1 − y``.
 """
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 KINDS = ("sign-flip", "scale10", "label-flip")
+FLIPS_LABELS = ("scale10", "label-flip")
 SIGN_FLIP_BOOST = 4.0
 SCALE = 10.0
 _SPEC = re.compile(r"(?P<kind>[a-z0-9-]+):(?P<pct>\d+(?:\.\d*)?|\.\d+)(?P<percent>%?)")
@@ -45,7 +48,7 @@ class Attack:
         return {candidates[int(i)] for i in picked}
 
     def poison(self, delta: np.ndarray) -> np.ndarray:
-        """What an attacker sends instead of its honest ``delta`` (label-flip poisons the data, not the delta)."""
+        """What an attacker sends instead of the ``delta`` it trained (label-flip poisons the data, not the delta)."""
         if self.kind == "sign-flip":
             return (-SIGN_FLIP_BOOST * delta).astype(np.float32)
         if self.kind == "scale10":
@@ -53,8 +56,8 @@ class Attack:
         return delta
 
     def labels(self, y: np.ndarray, classes: int) -> np.ndarray:
-        """The labels an attacker trains on: flipped ``y → C − 1 − y`` for label-flip, else ``y``."""
-        return (classes - 1 - y).astype(y.dtype) if self.kind == "label-flip" else y
+        """The labels an attacker trains on: flipped ``y → C − 1 − y`` for label-flip and scale10, else ``y``."""
+        return (classes - 1 - y).astype(y.dtype) if self.kind in FLIPS_LABELS else y
 
 
 def parse_attack(spec: str) -> Attack:
@@ -69,4 +72,4 @@ def parse_attack(spec: str) -> Attack:
     return Attack(match["kind"], fraction)
 
 
-__all__ = ["KINDS", "SCALE", "SIGN_FLIP_BOOST", "Attack", "parse_attack"]
+__all__ = ["FLIPS_LABELS", "KINDS", "SCALE", "SIGN_FLIP_BOOST", "Attack", "parse_attack"]

@@ -84,7 +84,7 @@ class SimDevice:
         self.done = threading.Event()  # set by a task with done=true
         self.vanished = False  # chaos: gone for good without a word (see vanish())
         self.slow = False  # chaos: every update goes out SLOW_MARGIN after the task's deadline
-        self.attack: Attack | None = None  # a poisoning attacker (its labels are flipped by the fleet for label-flip)
+        self.attack: Attack | None = None  # a poisoning attacker (the fleet flips its labels for label-flip, scale10)
         self._lock = threading.Lock()
         self._stopped = False
         self.key = key

@@ -8,11 +8,18 @@ from dataclasses import dataclass
 FEDAVG = "fedavg"
 
 
+def covering(fraction: float, k: int) -> int:
+    """The fewest whole updates that cover ``fraction`` of ``k``: ⌈fraction × k⌉ (0.3 × 10 is 3, not the 4 its float
+    product rounds up to). A rule assuming ``fraction`` hostile must expect 2 attackers among 8 at 0.2, not 1."""
+    return math.ceil(round(fraction * k, 9))
+
+
 @dataclass(frozen=True)
 class RuleParams:
-    """``clip_norm``: clip's bound C (0 = the median norm of the round's updates); ``trim``: fraction trimmed at
-    each end by trimmed-mean; ``krum_f``: the fraction of the k updates Multi-Krum assumes hostile; ``n_cap``: a
-    mean-based rule (clip, krum) weighs an update by ``min(n, n_cap × median n)``."""
+    """``clip_norm``: clip's bound C (0 = the median norm of the round's updates); ``trim``: fraction of the k
+    updates trimmed at each end by trimmed-mean; ``krum_f``: the fraction of the k updates Multi-Krum assumes hostile
+    (both rounded up, ``covering``); ``n_cap``: a mean-based rule (clip, krum) weighs an update by
+    ``min(n, n_cap × median n)``."""
 
     clip_norm: float = 0.0
     trim: float = 0.2
@@ -31,4 +38,4 @@ class RuleParams:
                 raise ValueError(f"{name} must be {want}, got {value!r}")
 
 
-__all__ = ["FEDAVG", "RuleParams"]
+__all__ = ["FEDAVG", "RuleParams", "covering"]

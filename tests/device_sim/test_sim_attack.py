@@ -49,4 +49,6 @@ def test_what_an_attacker_sends() -> None:
     flip = parse_attack("label-flip:10%")
     assert flip.poison(delta) is delta
     assert flip.labels(np.array([0, 3, 9]), 10).tolist() == [9, 6, 0]
-    assert parse_attack("scale10:10%").labels(np.array([0, 3]), 10).tolist() == [0, 3]
+    # scale10 boosts a malicious update: trained on flipped labels, sent ×10 (not ×10 an honest one)
+    assert parse_attack("scale10:10%").labels(np.array([0, 3]), 10).tolist() == [9, 6]
+    assert parse_attack("sign-flip:10%").labels(np.array([0, 3]), 10).tolist() == [0, 3]

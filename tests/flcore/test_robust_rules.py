@@ -8,6 +8,7 @@ import pytest
 from flcore.fedavg import WeightedSum
 from flcore.quantize import dequantize, quantize
 from flcore.robust import RULE_NAMES, RULES, Rows, RuleParams, aggregate, check_rule, robust_sum
+from flcore.robust.krum import assumed_attackers
 
 
 def exact_rows(matrix: list[list[int]], n: list[int] | None = None, max_floats: int = 1 << 20) -> Rows:
@@ -61,6 +62,25 @@ def test_multi_krum_keeps_the_k_minus_f_closest_and_averages_them() -> None:
     result = aggregate("krum", rows, RuleParams(krum_f=0.2))  # f = 1: keep 4
     assert result.kept.tolist() == [True, True, True, True, False]
     assert np.allclose(result.delta, np.mean(MATRIX[:4], axis=0))
+
+
+def test_krum_f_covers_the_assumed_share_within_krums_bound() -> None:
+    # ⌈krum_f × k⌉, exact for float products like 0.3 × 10, and at most ⌊(k − 3) / 2⌋ (Krum needs k > 2f + 2)
+    cases = {(0.2, 8): 2, (0.2, 10): 2, (0.2, 5): 1, (0.3, 10): 3, (0.4, 8): 2, (0.4, 4): 0, (0.2, 3): 0, (0.0, 9): 0}
+    assert {case: assumed_attackers(*case) for case in cases} == cases
+    # 2 outliers among 8 at krum_f 0.2 (1.6 assumed): both dropped
+    rows = exact_rows([[i, i, i, i] for i in range(1, 7)] + [[100, -100, 100, -100], [-90, 90, -90, 90]])
+    result = aggregate("krum", rows, RuleParams(krum_f=0.2))
+    assert result.kept.tolist() == [True] * 6 + [False] * 2
+    assert np.allclose(result.delta, [3.5] * 4)
+
+
+def test_trimmed_mean_cuts_the_share_rounded_up_and_keeps_a_middle() -> None:
+    column = [[1], [2], [3], [4], [5], [6], [100], [-100]]
+    # k = 8, trim 0.2: 2 cut at each end (1.6 rounded up) → mean of 2..5
+    assert np.allclose(aggregate("trimmed-mean", exact_rows(column), RuleParams(trim=0.2)).delta, [3.5])
+    # k = 3, trim 0.4: ⌈1.2⌉ = 2 per end would cut everything; 1 per end leaves the middle value
+    assert aggregate("trimmed-mean", exact_rows([[1], [7], [50]]), RuleParams(trim=0.4)).delta.tolist() == [7.0]
 
 
 def test_krum_with_too_few_rows_is_the_weighted_mean() -> None:
