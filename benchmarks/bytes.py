@@ -162,7 +162,7 @@ def print_table(summary: dict[str, dict[str, Any]], title: str) -> None:
         t.add_row(
             enc,
             f"{row['final_accuracy'] * 100:.1f}",
-            f"{-row.get('accuracy_cost_points', float('nan')):+.1f}",
+            f"{0.0 - row.get('accuracy_cost_points', float('nan')) + 0.0:+.1f}",
             f"{row['bytes_up_total']:,.0f}",
             f"{row['payload_bytes_per_update']:,.0f}",
             f"{row.get('payload_ratio', float('nan')):.2f}",
