@@ -1,4 +1,7 @@
-"""One simulated device: its own MQTT connection, training on its gateway's tasks, int8 updates, acks, resends.
+"""One simulated device: its own MQTT connection, training on its gateway's tasks, encoded updates, acks, resends.
+
+An update is encoded as the task names (``enc``, ``topk``), else as the fleet's setting (``flcore.encodings``); with
+topk the device keeps its error-feedback residual (what it has not sent yet) and adds it to its next delta.
 
 Threads: the device's network thread (``NetworkLoop``: paho driven by hand, reconnecting with jittered backoff)
 runs the callbacks, which only decode and record; training runs on a shared executor (many devices share a few
@@ -29,11 +32,11 @@ from device_sim.policy import decide, shuffle_seed
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
 from device_sim.trainer import train_local
+from flcore.encodings import encode
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
 from flcore.messages import Ack, Status, Task, Up
 from flcore.privacy import clip_and_noise
-from flcore.quantize import quantize
 from flcore.topics import GatewayTopics, status_topic
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ class SimDevice:
         self._seq = 0 if key is None else int(time.time() * 1000)
         # DP noise from OS entropy, never from the run's seed: noise an observer can regenerate protects nothing.
         self._dp_rng = np.random.default_rng()
+        self._residual: np.ndarray | None = None  # topk error feedback: the part of past deltas not sent yet
         self._last_key: tuple[int, int] | None = None
         self._next: Task | None = None
         self._scheduled = False
@@ -318,10 +322,11 @@ class SimDevice:
             loss = 0.0  # the training loss is a function of the data that the noise does not cover
         if self.attack is not None:
             delta = self.attack.poison(delta)  # after any DP clipping: an attacker does not bound itself
-        scales, q = quantize(delta, task.chunk)
         with self._lock:
             if self._stopped or self.done.is_set() or self._last_key != (task.round, task.sub):
                 return  # superseded while training: the gateway has moved on
+            enc, fraction = task.enc or s.enc, task.topk or s.topk
+            body, self._residual = encode(delta, enc, task.chunk, fraction, self._residual)
             self.battery.spend_training()
             self.battery.spend_message()
             self._seq += 1
@@ -331,9 +336,7 @@ class SimDevice:
                 "ram_class": self.ram_class,
                 "fw": s.fw,
             }
-            up = Up(
-                self.dev, task.round, task.base, len(self.y), loss, self._seq, task.chunk, scales, q, task.sub, meta
-            )
+            up = Up.of(body, self.dev, task.round, task.base, len(self.y), loss, self._seq, task.sub, meta)
             pending = Pending(up.seq, task.round, task.sub, up.encode(key=self.key))
             self.report.trainings += 1
             self._record_round(task.round, trained=True)

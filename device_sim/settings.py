@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from device_sim.attack import parse_attack
 from device_sim.battery import BatteryModel, Profile
 from flcore.chaos import ChaosPlan, parse_chaos
+from flcore.encodings import DEFAULT_TOPK, INT8, check_encoding
 from flcore.resources import RAM_CLASSES
 from flcore.signing import KeyFileError, parse_key_file
 from flcore.topics import check_id
@@ -98,6 +99,18 @@ class FleetSettings(BaseSettings):
     attack: str | None = Field(
         None, description="Poisoning attackers KIND:PCT, KIND sign-flip | scale10 | label-flip (device_sim.attack)."
     )
+
+    enc: str = Field(
+        INT8, description="Update encoding when a task names none: int8 | int4 | topk | f32 (flcore.encodings)."
+    )
+    topk: float = Field(
+        DEFAULT_TOPK, gt=0, le=1, description="topk: fraction of the delta's values each update keeps (a task's wins)."
+    )
+
+    @field_validator("enc")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        return check_encoding(value.strip())
 
     @field_validator("fleet")
     @classmethod

@@ -13,6 +13,10 @@ With a robust ``aggregation`` rule (``flcore.robust``) each accepted update of t
 int8 rows (k × P bytes); ``close()`` returns a sum whose ``total / n`` is the rule's robust mean delta (``n``, ``k``
 and the loss stay those of every accepted update). A stale update joins the rows scaled by its staleness weight.
 
+Every update's encoding (``enc``, ``flcore.encodings``) must be one of the gateway's ``encodings`` (default int8,
+int4 and topk), else it is ``rejected`` with reason ``enc`` right after (2); every accepted one is dequantized to the
+float delta that is folded, so the encodings mix freely within a round.
+
 In ``async`` mode (FedBuff-style, ``flcore.fedbuff``) rule 4 accepts an update up to ``MAX_STALENESS`` rounds
 behind the open round instead of acking it ``late``: it is folded into the open sub-round's sum with its ``n·delta``
 discounted by ``staleness_weight(s)``. Its dedup key stays (dev, its round, its sub). An update for the round that
@@ -27,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from flcore.encodings import ACCEPTED_BY_DEFAULT, F32, TOPK, check_encoding
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.fedbuff import MAX_STALENESS, MODES, add_stale
@@ -106,9 +111,12 @@ class Collector:
         keys: KeyRing | None = None,
         aggregation: str = FEDAVG,
         rule_params: RuleParams | None = None,
+        encodings: Iterable[str] = ACCEPTED_BY_DEFAULT,
     ) -> None:
-        """``keys`` (a device's key, or None for a device without one) makes signed updates mandatory."""
+        """``keys`` (a device's key, or None for a device without one) makes signed updates mandatory;
+        ``encodings`` are the update encodings accepted."""
         self.topics = topics
+        self.encodings = frozenset(check_encoding(e) for e in encodings)
         self.keys = keys
         self.aggregation = check_rule(aggregation)
         self.rule_params = rule_params or RuleParams()
@@ -217,6 +225,9 @@ class Collector:
         except WireError as exc:
             log.info("rejected update from %s: %s", dev, exc)
             return self._answer(dev, Ack(exc.round, exc.seq, "rejected", exc.reason))
+        if up.enc not in self.encodings:
+            log.info("rejected update from %s: encoding %s is not one of %s", dev, up.enc, sorted(self.encodings))
+            return self._answer(dev, Ack(up.round, up.seq, "rejected", "enc"))
         signed = self.keys is not None and not journaled
         refused = self._signature_problem(up, payload) if signed else None
         if refused is not None:
@@ -267,20 +278,24 @@ class Collector:
         assert self.sum is not None and self.totals is not None  # set together by open()
         self._accepted.setdefault(up.round, set()).add((up.dev, up.sub))
         self.seqs[up.dev] = max(up.seq, self.seqs.get(up.dev, up.seq))
+        delta = up.delta()
         if staleness:
             # Not an answer to the open task: the device may still send its fresh update for this sub-round.
-            weight = add_stale(self.sum, up.delta(), up.n, up.loss, staleness)
+            weight = add_stale(self.sum, delta, up.n, up.loss, staleness)
             self.totals.stale_weight += weight
             self.totals.stale += 1
             self.counters[STALE] += 1
             self.totals.devices.setdefault(up.dev, up.n)
         else:
             weight = 1.0
-            self.sum.add(up.delta(), up.n, up.loss)
+            self.sum.add(delta, up.n, up.loss)
             self.sub_devices.add(up.dev)
             self.totals.devices[up.dev] = up.n
         if self.rows is not None:
-            self.rows.add(up.q, up.scales, up.chunk, up.n, weight)
+            if up.enc in (TOPK, F32):  # not P int8 values with per-chunk scales: held as a float row
+                self.rows.add_float(delta, up.n, weight)
+            else:
+                self.rows.add(up.q, up.scales, up.chunk, up.n, weight)
         self.totals.k += 1
         self.totals.samples += up.n
         self.totals.loss_weighted += up.n * up.loss

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
+from flcore.encodings import ACCEPTED_BY_DEFAULT
 from flcore.endpoints import BrokerAddress
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
@@ -59,9 +60,10 @@ class GatewayNode:
         aggregation: str = FEDAVG,
         rule_params: RuleParams | None = None,
         broker_ca: Path | None = None,
+        encodings: Iterable[str] = ACCEPTED_BY_DEFAULT,
     ) -> None:
         """``keys`` (device id → key or None) makes every update need its device's signature; ``broker_ca`` is the
-        CA file an mqtts:// broker's certificate must chain to."""
+        CA file an mqtts:// broker's certificate must chain to; ``encodings`` are the update encodings accepted."""
         self.topics = GatewayTopics(fleet, gw)
         self.quorum = quorum
         self.quorum_fraction = quorum_fraction
@@ -75,6 +77,7 @@ class GatewayNode:
             keys=keys,
             aggregation=aggregation,
             rule_params=rule_params,
+            encodings=encodings,
         )
         self.roster = Roster(gw)
         self.cond = threading.Condition()
@@ -108,6 +111,7 @@ class GatewayNode:
             aggregation=settings.aggregation,
             rule_params=settings.rule_params,
             broker_ca=settings.broker_ca,
+            encodings=settings.accepted_encodings,
         )
 
     def start(self, timeout: float = 10.0) -> bool:

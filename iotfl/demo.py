@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from device_sim.attack import parse_attack
 from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.datasets import Dataset
+from flcore.encodings import DEFAULT_TOPK, check_encoding
 from flcore.fedbuff import MAX_STALENESS
 from flcore.robust import RuleParams, check_rule
 from iotfl.broker import free_port, start_broker
@@ -66,7 +67,14 @@ class DemoSettings(BaseSettings):
     trim: float = 0.2
     krum_f: float = 0.2
     attack: str | None = None
+    enc: str | None = None
+    topk: float = Field(DEFAULT_TOPK, gt=0, le=1)
     signed: bool = False
+
+    @field_validator("enc")
+    @classmethod
+    def _encoding(cls, value: str | None) -> str | None:
+        return check_encoding(value.strip()) if value and value.strip() else None
 
     @field_validator("chaos")
     @classmethod
@@ -215,6 +223,7 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
                 "--quorum-fraction",
                 str(settings.quorum_fraction),
                 *settings.rule_flags(),
+                *(["--enc", settings.enc, "--topk", str(settings.topk)] if settings.enc else []),
                 *key_flag(keys, gw),
             ],
             env={"IOTFL_TOKEN": token},
