@@ -130,7 +130,8 @@ class Up:
         if len(scales_raw) != 4 * chunk_count(size, chunk):
             raise f.fail("length", f"scales has {len(scales_raw)} bytes, expected {4 * chunk_count(size, chunk)}")
         scales = _f32(scales_raw)
-        if not (np.all(np.isfinite(scales)) and np.all(scales >= 0) and np.all(scales <= MAX_SCALE)):
+        # min/max instead of three np.all passes: a NaN makes both comparisons false, ±inf fails one of them.
+        if scales.size and not (scales.min() >= 0 and scales.max() <= MAX_SCALE):
             raise f.fail("scale", f"every scale must be finite and in 0..{MAX_SCALE:g}")
         if not (np.isfinite(loss) and abs(loss) <= MAX_LOSS):
             raise f.fail("loss", f"loss is not finite or beyond ±{MAX_LOSS:g}")
