@@ -122,7 +122,8 @@ def parse(enc: str, size: int, chunk: int, scales_raw: bytes, q_raw: bytes, idx_
     if len(scales_raw) != scales_expected:
         raise WireError("length", f"scales has {len(scales_raw)} bytes, expected {scales_expected}")
     scales = np.frombuffer(scales_raw, dtype="<f4").astype(np.float32)
-    if not (np.all(np.isfinite(scales)) and np.all(scales >= 0) and np.all(scales <= MAX_SCALE)):
+    # min/max instead of three np.all passes: a NaN makes both comparisons false, ±inf fails one of them.
+    if scales.size and not (scales.min() >= 0 and scales.max() <= MAX_SCALE):
         raise WireError("scale", f"every scale must be finite and in 0..{MAX_SCALE:g}")
     q: np.ndarray
     if enc == F32:
