@@ -7,6 +7,7 @@ in the order the contract lists the checks. Unknown keys are ignored for forward
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,8 +71,8 @@ class Up:
     meta: dict[str, Any] | None = None
     sig: bytes | None = None
 
-    def delta(self) -> np.ndarray:
-        return dequantize(self.q, self.scales, self.chunk)
+    def delta(self, dtype: type[np.floating] = np.float32) -> np.ndarray:
+        return dequantize(self.q, self.scales, self.chunk, dtype)
 
     def encode(self, key: bytes | None = None) -> bytes:
         """The wire bytes; signed with ``key`` when given, else carrying ``sig`` when set (a decoded signed one)."""
@@ -129,10 +130,11 @@ class Up:
             raise f.fail("length", f"q has {len(q_raw)} values, the model has {size}")
         if len(scales_raw) != 4 * chunk_count(size, chunk):
             raise f.fail("length", f"scales has {len(scales_raw)} bytes, expected {4 * chunk_count(size, chunk)}")
-        scales = _f32(scales_raw)
-        if not (np.all(np.isfinite(scales)) and np.all(scales >= 0) and np.all(scales <= MAX_SCALE)):
+        # Read-only views of the payload (no copy): a NaN fails both comparisons, an inf the upper one.
+        scales = np.frombuffer(scales_raw, dtype="<f4")
+        if scales.size and not (scales.min() >= 0 and scales.max() <= MAX_SCALE):
             raise f.fail("scale", f"every scale must be finite and in 0..{MAX_SCALE:g}")
-        if not (np.isfinite(loss) and abs(loss) <= MAX_LOSS):
+        if not (math.isfinite(loss) and abs(loss) <= MAX_LOSS):
             raise f.fail("loss", f"loss is not finite or beyond ±{MAX_LOSS:g}")
         if meta is not None:
             for key, types in _META_TYPES.items():
@@ -148,7 +150,7 @@ class Up:
             isinstance(sig, bytes) and len(sig) == SIG_BYTES and bytes(data[-TAIL_BYTES:]) == SIG_TAIL + sig
         ):
             raise f.fail("signature", "sig must be bin 32 and the last field of the map")
-        q = np.frombuffer(q_raw, dtype=np.int8).copy()
+        q = np.frombuffer(q_raw, dtype=np.int8)
         return cls(dev, rnd, base, n, loss, seq, chunk, scales, q, sub, meta, sig)
 
 

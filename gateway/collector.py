@@ -27,6 +27,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.fedbuff import MAX_STALENESS, MODES, add_stale
@@ -269,14 +271,14 @@ class Collector:
         self.seqs[up.dev] = max(up.seq, self.seqs.get(up.dev, up.seq))
         if staleness:
             # Not an answer to the open task: the device may still send its fresh update for this sub-round.
-            weight = add_stale(self.sum, up.delta(), up.n, up.loss, staleness)
+            weight = add_stale(self.sum, up.delta(np.float64), up.n, up.loss, staleness)
             self.totals.stale_weight += weight
             self.totals.stale += 1
             self.counters[STALE] += 1
             self.totals.devices.setdefault(up.dev, up.n)
         else:
             weight = 1.0
-            self.sum.add(up.delta(), up.n, up.loss)
+            self.sum.add_quantized(up.q, up.scales, up.chunk, up.n, up.loss)
             self.sub_devices.add(up.dev)
             self.totals.devices[up.dev] = up.n
         if self.rows is not None:
