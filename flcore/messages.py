@@ -105,8 +105,8 @@ class Up:
         size = len(self.q) if self.p is None else self.p
         return Encoded(self.enc, size, self.chunk, self.scales, self.q, self.idx)
 
-    def delta(self) -> np.ndarray:
-        return self.body.delta()
+    def delta(self, dtype: type[np.floating] = np.float32) -> np.ndarray:
+        return self.body.delta(dtype)
 
     def encode(self, key: bytes | None = None) -> bytes:
         """The wire bytes; signed with ``key`` when given, else carrying ``sig`` when set (a decoded signed one).

@@ -57,14 +57,13 @@ def quantize(
     return scales, q
 
 
-def dequantize(q: np.ndarray, scales: np.ndarray, chunk: int) -> np.ndarray:
-    """The float32 vector ``q · scale`` (per chunk)."""
+def dequantize(q: np.ndarray, scales: np.ndarray, chunk: int, dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """The vector ``q · scale`` (per chunk) in float32, or exactly in float64 (a 7-bit × 24-bit product)."""
     _check_chunk(chunk)
     q = np.asarray(q, dtype=np.int8)
-    scales = np.asarray(scales, dtype=np.float32)
+    scales = np.asarray(scales, dtype=np.float32).astype(dtype, copy=False)
     if scales.size != chunk_count(q.size, chunk):
         raise ValueError(
             f"{q.size} values with chunk {chunk} need {chunk_count(q.size, chunk)} scales, got {scales.size}"
         )
-    per_value = np.repeat(scales, chunk)[: q.size]
-    return (q.astype(np.float32) * per_value).astype(np.float32)
+    return q * np.repeat(scales, chunk)[: q.size]  # int8 × float is computed (and returned) in the float's type

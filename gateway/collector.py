@@ -31,6 +31,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from flcore.encodings import ACCEPTED_BY_DEFAULT, F32, TOPK, check_encoding
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
@@ -355,22 +357,24 @@ class Collector:
         assert self.sum is not None and self.totals is not None  # set together by open()
         self._accepted.setdefault(up.round, set()).add((up.dev, up.sub))
         self.seqs[up.dev] = max(up.seq, self.seqs.get(up.dev, up.seq))
-        delta = up.delta()
         if staleness:
             # Not an answer to the open task: the device may still send its fresh update for this sub-round.
-            weight = add_stale(self.sum, delta, up.n, up.loss, staleness)
+            weight = add_stale(self.sum, up.delta(np.float64), up.n, up.loss, staleness)
             self.totals.stale_weight += weight
             self.totals.stale += 1
             self.counters[STALE] += 1
             self.totals.devices.setdefault(up.dev, up.n)
         else:
             weight = 1.0
-            self.sum.add(delta, up.n, up.loss)
+            if up.enc in (TOPK, F32):
+                self.sum.add(up.delta(), up.n, up.loss)
+            else:  # int8 and (unpacked) int4: n · scale · q straight from the wire
+                self.sum.add_quantized(up.q, up.scales, up.chunk, up.n, up.loss)
             self.sub_devices.add(up.dev)
             self.totals.devices[up.dev] = up.n
         if self.rows is not None:
             if up.enc in (TOPK, F32):  # not P int8 values with per-chunk scales: held as a float row
-                self.rows.add_float(delta, up.n, weight)
+                self.rows.add_float(up.delta(), up.n, weight)
             else:
                 self.rows.add(up.q, up.scales, up.chunk, up.n, weight)
         self.totals.k += 1

@@ -58,14 +58,15 @@ class Encoded:
     q: np.ndarray
     idx: np.ndarray | None = None
 
-    def delta(self) -> np.ndarray:
-        """The float32 delta of length ``size`` a receiver folds."""
+    def delta(self, dtype: type[np.floating] = np.float32) -> np.ndarray:
+        """The delta of length ``size`` a receiver folds, in float32 (or exactly, in float64, for the quantized
+        encodings)."""
         if self.enc == F32:
-            return np.asarray(self.q, dtype=np.float32)
+            return np.asarray(self.q, dtype=dtype)
         if self.enc == TOPK:
             assert self.idx is not None
-            return densify(self.idx, self.q, self.scales, self.chunk, self.size)
-        return dequantize(self.q, self.scales, self.chunk)
+            return densify(self.idx, self.q, self.scales, self.chunk, self.size).astype(dtype, copy=False)
+        return dequantize(self.q, self.scales, self.chunk, dtype)
 
     def q_bytes(self) -> bytes:
         """``q`` as it travels."""
