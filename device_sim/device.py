@@ -395,13 +395,10 @@ class SimDevice:
         return Status(self.dev, state, battery=level, rssi=self.rssi, ram_class=ram, fw=fw, gw=self.gw, **extra)
 
     def _count_send(self, payload: bytes) -> None:
-        self.report.ups += 1
-        self.report.bytes_up += len(payload)
+        self.report.count_send(payload)
 
     def _record_round(self, rnd: int, trained: bool) -> None:
-        _, before = self.report.battery_by_round.get(rnd, (0.0, 0))
-        self.report.battery_by_round[rnd] = (round(self.battery.level, 4), before + int(trained))
-        self.report.battery = self.battery.level
+        self.report.record_round(rnd, self.battery.level, trained)
 
     def _bad(self, kind: str, exc: WireError) -> None:
         with self._lock:

@@ -38,6 +38,14 @@ AggregationOpt = Annotated[str, opt("Aggregation rule: fedavg | clip | trimmed-m
 ClipNormOpt = Annotated[float, opt("clip: bound on each update's L2 norm (0 = the round's median norm).", "CLIP_NORM")]
 TrimOpt = Annotated[float, opt("trimmed-mean: fraction of the updates trimmed at each end.", "TRIM")]
 KrumFOpt = Annotated[float, opt("krum: fraction of the updates assumed hostile.", "KRUM_F")]
+SimOpt = Annotated[
+    str,
+    opt(
+        "device: a connection and a training per device | batched: the devices of a round train together and one "
+        "shared connection per gateway carries their updates (no chaos, attacks, DP or per-device logins).",
+        "SIM",
+    ),
+]
 AttackOpt = Annotated[
     str | None,
     opt("Poisoning attackers KIND:PCT, KIND sign-flip | scale10 | label-flip (e.g. sign-flip:20%).", "ATTACK"),
@@ -50,6 +58,7 @@ def demo(
     devices: Annotated[int, opt("Simulated devices, each its own MQTT connection.", "DEVICES", min=1)] = 50,
     gateways: Annotated[int, opt("Gateways gw0…gw{G-1}; device i belongs to gateway i mod G.", "GATEWAYS", min=1)] = 5,
     rounds: Annotated[int, opt("Global rounds.", "ROUNDS", min=1)] = 20,
+    sim: SimOpt = "device",
     dataset: Annotated[str, opt("digits | sensors | har | csv:PATH", "DATASET")] = "digits",
     alpha: Annotated[float, opt("Dirichlet α of the non-IID split (small = skewed).", "ALPHA", min=1e-6)] = 0.5,
     seed: Annotated[int, opt("Seed for data, split, model init and devices.", "SEED")] = 0,
@@ -261,6 +270,7 @@ def fleet(
     ctx: typer.Context,
     devices: Annotated[int, opt("Simulated devices.", "DEVICES", min=1)] = 50,
     gateways: Annotated[int, opt("Gateways gw0…gw{G-1}; device i joins gateway i mod G.", "GATEWAYS", min=1)] = 5,
+    sim: SimOpt = "device",
     broker: Annotated[str, opt("mqtt://host:port", "BROKER")] = "mqtt://127.0.0.1:1883",
     fleet: Annotated[str, opt("Fleet name.", "FLEET")] = "default",
     dataset: Annotated[str, opt("digits | sensors | har | csv:PATH", "DATASET")] = "digits",

@@ -43,6 +43,7 @@ class DemoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
     devices: int = Field(50, ge=1)
+    sim: Literal["device", "batched"] = "device"
     gateways: int = Field(5, ge=1)
     rounds: int = Field(20, ge=1)
     dataset: str = "digits"
@@ -94,6 +95,15 @@ class DemoSettings(BaseSettings):
             *("--aggregation", self.aggregation, "--clip-norm", str(self.clip_norm)),
             *("--trim", str(self.trim), "--krum-f", str(self.krum_f)),
         ]
+
+    @model_validator(mode="after")
+    def _batched_scope(self) -> DemoSettings:
+        if self.sim == "batched":
+            asked = (("device chaos", bool(self.chaos_plan().for_fleet())), ("attacks", bool(self.attack)))
+            unsupported = [name for name, on in (*asked, ("DP", self.dp_clip > 0)) if on]
+            if unsupported:
+                raise ValueError(f"--sim batched does not simulate {', '.join(unsupported)}; use --sim device")
+        return self
 
     @model_validator(mode="after")
     def _chaos_fits(self) -> DemoSettings:
@@ -175,6 +185,8 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             "fleet",
             "--devices",
             str(settings.devices),
+            "--sim",
+            settings.sim,
             "--gateways",
             str(settings.gateways),
             "--broker",
