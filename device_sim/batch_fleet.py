@@ -246,6 +246,7 @@ class BatchedFleet:
     def _round(self, tasks: dict[str, Task]) -> None:
         """Decide, train, quantize and publish for every device of the gateways in ``tasks``."""
         s = self.settings
+        started = time.monotonic()
         chosen: list[tuple[Member, Task]] = []
         for gw, task in tasks.items():
             link = self.links[gw]
@@ -277,12 +278,17 @@ class BatchedFleet:
         groups: dict[tuple[Any, ...], list[tuple[Member, Task]]] = {}
         for m, task in chosen:
             groups.setdefault((task.layers, task.lr, task.epochs, task.batch), []).append((m, task))
+        published = 0
         for group in groups.values():
             for at in range(0, len(group), SLICE):
-                self._train_slice(group[at : at + SLICE])
-        self.emit({"event": "batch", "gateways": sorted(tasks), "trained": len(chosen)})
+                published += self._train_slice(group[at : at + SLICE])
+        seconds = time.monotonic() - started
+        rnd = max(task.round for task in tasks.values())
+        log.info("round %d: %d updates published in %.2f s (%s)", rnd, published, seconds, ", ".join(sorted(tasks)))
+        self.emit({"event": "batch", "round": rnd, "gateways": sorted(tasks), "published": published})
 
-    def _train_slice(self, part: list[tuple[Member, Task]]) -> None:
+    def _train_slice(self, part: list[tuple[Member, Task]]) -> int:
+        """Train ``part`` together and publish each device's update; returns how many went out."""
         s, ds = self.settings, self.dataset
         task0 = part[0][1]
         w0 = np.stack([task.w for _, task in part]).astype(np.float32, copy=False)
@@ -301,7 +307,8 @@ class BatchedFleet:
         )
         train_ms = int(round((time.perf_counter() - started) * 1000 / len(part)))
         deltas = new_w - w0
-        log.info("trained %d devices in %.2f s", len(part), time.perf_counter() - started)
+        log.debug("trained %d devices in %.2f s", len(part), time.perf_counter() - started)
+        published = 0
         for i, (m, task) in enumerate(part):
             if not np.isfinite(losses[i]):
                 log.error("%s: local training diverged (non-finite weights); no update this round", m.dev)
@@ -328,6 +335,8 @@ class BatchedFleet:
                 m.report.updates.append([task.round, task.sub, up.seq, None])
             self.outbox.add(Kept(m.dev, m.profile.gw, up.seq, task.round, task.sub, payload, self._due()))
             self.links[m.profile.gw].publish_up(m.dev, payload)
+            published += 1
+        return published
 
     def _due(self) -> float:
         return time.monotonic() + self.settings.ack_timeout

@@ -7,6 +7,7 @@ exercises exactly what a deployment runs: MQTT between devices and gateways, HTT
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -203,7 +204,7 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             *common,
         ],
         # The fleet's share of the plan only: an IOTFL_CHAOS meant for the demo would name process faults.
-        env={"IOTFL_CHAOS": str(plan.for_fleet())},
+        env={"IOTFL_CHAOS": str(plan.for_fleet()), **batched_env(settings)},
     )
     # Gateways start once the fleet is online, so round 1 counts every device instead of the first few.
     with console.status(f"waiting for {settings.devices} devices to come online"):
@@ -252,6 +253,15 @@ def write_demo_keys(settings: DemoSettings, folder: Path) -> dict[str, Path]:
     for name, subset in files.items():
         write_private(paths[name], json.dumps(subset, indent=2), force=True)
     return paths
+
+
+def batched_env(settings: DemoSettings) -> dict[str, str]:
+    """A batched fleet's updates queue behind each other at their gateway (thousands per shared connection), so the
+    last ack comes long after the first: wait a round for it, not the per-device default, before re-sending (unless
+    the user set IOTFL_ACK_TIMEOUT)."""
+    if settings.sim != "batched" or "IOTFL_ACK_TIMEOUT" in os.environ:
+        return {}
+    return {"IOTFL_ACK_TIMEOUT": str(max(settings.round_timeout, 10.0))}
 
 
 def key_flag(keys: dict[str, Path], part: str) -> list[str]:
