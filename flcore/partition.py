@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 
@@ -28,17 +30,34 @@ def dirichlet(
         return [np.sort(s % len(labels)) for s in dirichlet(np.tile(labels, copies), parts, alpha, rng, min_size)]
     classes = np.unique(labels)
     for _attempt in range(20):
-        buckets: list[list[int]] = [[] for _ in range(parts)]
+        # Position j of class c's shuffled indices goes to the part whose cut range holds j (as np.split would).
+        picked, owners = [], []
         for c in classes:
             idx = rng.permutation(np.flatnonzero(labels == c))
             shares = rng.dirichlet(np.full(parts, alpha))
             cuts = (np.cumsum(shares)[:-1] * len(idx)).astype(int)
-            for part, chunk in enumerate(np.split(idx, cuts)):
-                buckets[part].extend(chunk.tolist())
-        if min(len(b) for b in buckets) >= min_size:
+            picked.append(idx)
+            owners.append(np.searchsorted(cuts, np.arange(len(idx)), side="right"))
+        owner = np.concatenate(owners)
+        sizes = np.bincount(owner, minlength=parts)
+        if sizes.min() >= min_size:
             break
-    for b in buckets:
-        while len(b) < min_size:
-            donor = max(buckets, key=len)
-            b.append(donor.pop())
+    # Each part's indices in arrival order (class by class), so the top-up below takes the same last elements.
+    ordered = np.concatenate(picked)[np.argsort(owner, kind="stable")]
+    buckets = [chunk.tolist() for chunk in np.split(ordered, np.cumsum(sizes)[:-1])]
+    _top_up(buckets, min_size)
     return [np.array(sorted(rng.permutation(b)), dtype=np.int64) for b in buckets]
+
+
+def _top_up(buckets: list[list[int]], min_size: int) -> None:
+    """Move the last index of the largest part (the first such part on a tie) to each part below ``min_size``."""
+    heap = [(-len(b), i) for i, b in enumerate(buckets)]
+    heapq.heapify(heap)
+    for i, b in enumerate(buckets):
+        while len(b) < min_size:
+            size, d = heapq.heappop(heap)
+            if -size != len(buckets[d]):
+                continue  # a stale entry: that part changed size since
+            b.append(buckets[d].pop())
+            heapq.heappush(heap, (-len(buckets[d]), d))
+            heapq.heappush(heap, (-len(b), i))
