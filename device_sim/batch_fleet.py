@@ -32,15 +32,15 @@ from device_sim.batch_outbox import Kept, SharedOutbox
 from device_sim.batch_trainer import train_batched
 from device_sim.battery import Battery
 from device_sim.connection import client_id, connect, make_client
-from device_sim.policy import decide, shuffle_seed
+from device_sim.policy import decide_task, shuffle_seed, skip_state
 from device_sim.population import DeviceProfile, build_population
 from device_sim.report import DeviceReport, FleetReport
 from device_sim.settings import FleetSettings
+from device_sim.update import make_up
 from flcore.datasets import Dataset
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
-from flcore.messages import Ack, Status, Task, Up
-from flcore.quantize import quantize
+from flcore.messages import Ack, Status, Task
 from flcore.topics import GatewayTopics, status_topic
 
 log = logging.getLogger(__name__)
@@ -253,28 +253,16 @@ class BatchedFleet:
             for m in link.members:
                 with self._lock:
                     m.battery.recharge(task.round)
-                    reason = decide(
-                        spec=task.spec,
-                        batch=task.batch,
-                        ram_class=m.profile.ram_class,
-                        battery=m.battery,
-                        min_battery=task.min_battery,
-                        select=task.select,
-                        duty=s.duty,
-                        dev=m.dev,
-                        round=task.round,
-                        sub=task.sub,
-                        seed=s.seed,
+                    reason = decide_task(
+                        task, ram_class=m.profile.ram_class, battery=m.battery, duty=s.duty, dev=m.dev, seed=s.seed
                     )
                     if reason is not None:
                         m.battery.spend_message()
-                        m.report.skips[reason] = m.report.skips.get(reason, 0) + 1
-                        m.report.record_round(task.round, m.battery.level, trained=False)
+                        m.report.record_skip(reason, task.round, m.battery.level)
                 if reason is None:
                     chosen.append((m, task))
                 else:
-                    state = "sleeping" if reason in ("duty", "battery") else "online"
-                    link.status(m, state, round=task.round, sub=task.sub, skip=reason)
+                    link.status(m, skip_state(reason), round=task.round, sub=task.sub, skip=reason)
         groups: dict[tuple[Any, ...], list[tuple[Member, Task]]] = {}
         for m, task in chosen:
             groups.setdefault((task.layers, task.lr, task.epochs, task.batch), []).append((m, task))
@@ -313,21 +301,16 @@ class BatchedFleet:
             if not np.isfinite(losses[i]):
                 log.error("%s: local training diverged (non-finite weights); no update this round", m.dev)
                 continue
-            scales, q = quantize(deltas[i], task.chunk)
             with self._lock:
                 if self._last.get(m.profile.gw) != (task.round, task.sub) or m.profile.gw in self.done:
                     continue  # superseded while training: the gateway has moved on
                 m.battery.spend_training()
                 m.battery.spend_message()
                 m.seq += 1
-                meta = {
-                    "battery": round(m.battery.level, 4),
-                    "train_ms": train_ms,
-                    "ram_class": m.profile.ram_class,
-                    "fw": s.fw,
-                }
-                n = len(m.profile.indices)
-                up = Up(m.dev, task.round, task.base, n, float(losses[i]), m.seq, task.chunk, scales, q, task.sub, meta)
+                n, level, ram = len(m.profile.indices), m.battery.level, m.profile.ram_class
+                up = make_up(
+                    m.dev, task, n, float(losses[i]), m.seq, deltas[i], level=level, train_ms=train_ms, ram=ram, fw=s.fw
+                )
                 payload = up.encode(key=m.key)
                 m.report.trainings += 1
                 m.report.record_round(task.round, m.battery.level, trained=True)

@@ -25,15 +25,15 @@ from device_sim.attack import Attack
 from device_sim.battery import Battery
 from device_sim.connection import Backoff, NetworkLoop, client_id, connect, cut, make_client
 from device_sim.outbox import Outbox, Pending
-from device_sim.policy import decide, shuffle_seed
+from device_sim.policy import decide_task, shuffle_seed, skip_state
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
 from device_sim.trainer import train_local
+from device_sim.update import make_up
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
-from flcore.messages import Ack, Status, Task, Up
+from flcore.messages import Ack, Status, Task
 from flcore.privacy import clip_and_noise
-from flcore.quantize import quantize
 from flcore.topics import GatewayTopics, status_topic
 
 log = logging.getLogger(__name__)
@@ -274,26 +274,14 @@ class SimDevice:
         s = self.settings
         with self._lock:
             self.battery.recharge(task.round)
-            reason = decide(
-                spec=task.spec,
-                batch=task.batch,
-                ram_class=self.ram_class,
-                battery=self.battery,
-                min_battery=task.min_battery,
-                select=task.select,
-                duty=s.duty,
-                dev=self.dev,
-                round=task.round,
-                sub=task.sub,
-                seed=s.seed,
+            reason = decide_task(
+                task, ram_class=self.ram_class, battery=self.battery, duty=s.duty, dev=self.dev, seed=s.seed
             )
             if reason is not None:
                 self.battery.spend_message()
-                self.report.skips[reason] = self.report.skips.get(reason, 0) + 1
-                self._record_round(task.round, trained=False)
+                self.report.record_skip(reason, task.round, self.battery.level)
         if reason is not None:
-            state = "sleeping" if reason in ("duty", "battery") else "online"
-            status = self._status(state, round=task.round, sub=task.sub, skip=reason)
+            status = self._status(skip_state(reason), round=task.round, sub=task.sub, skip=reason)
             self._client.publish(self.status_topic, status.encode(), qos=1, retain=True)
             self._emit(
                 {
@@ -318,21 +306,24 @@ class SimDevice:
             loss = 0.0  # the training loss is a function of the data that the noise does not cover
         if self.attack is not None:
             delta = self.attack.poison(delta)  # after any DP clipping: an attacker does not bound itself
-        scales, q = quantize(delta, task.chunk)
         with self._lock:
             if self._stopped or self.done.is_set() or self._last_key != (task.round, task.sub):
                 return  # superseded while training: the gateway has moved on
             self.battery.spend_training()
             self.battery.spend_message()
             self._seq += 1
-            meta = {
-                "battery": round(self.battery.level, 4),
-                "train_ms": train_ms,
-                "ram_class": self.ram_class,
-                "fw": s.fw,
-            }
-            up = Up(
-                self.dev, task.round, task.base, len(self.y), loss, self._seq, task.chunk, scales, q, task.sub, meta
+            level = self.battery.level
+            up = make_up(
+                self.dev,
+                task,
+                len(self.y),
+                loss,
+                self._seq,
+                delta,
+                level=level,
+                train_ms=train_ms,
+                ram=self.ram_class,
+                fw=s.fw,
             )
             pending = Pending(up.seq, task.round, task.sub, up.encode(key=self.key))
             self.report.trainings += 1

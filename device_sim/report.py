@@ -37,6 +37,11 @@ class DeviceReport:
         self.battery_by_round[rnd] = (round(level, 4), before + int(trained))
         self.battery = level
 
+    def record_skip(self, reason: str, rnd: int, level: float) -> None:
+        """A task of round ``rnd`` declined for ``reason``; ``level`` is the battery after it."""
+        self.skips[reason] = self.skips.get(reason, 0) + 1
+        self.record_round(rnd, level, trained=False)
+
     def count_send(self, payload: bytes) -> None:
         """One ``up`` published (a first send or a re-send)."""
         self.ups += 1
