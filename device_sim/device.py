@@ -28,14 +28,15 @@ from device_sim.attack import Attack
 from device_sim.battery import Battery
 from device_sim.connection import Backoff, NetworkLoop, client_id, connect, cut, make_client
 from device_sim.outbox import Outbox, Pending
-from device_sim.policy import decide, shuffle_seed
+from device_sim.policy import decide_task, shuffle_seed, skip_state
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
 from device_sim.trainer import train_local
+from device_sim.update import make_up
 from flcore.encodings import encode
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
-from flcore.messages import Ack, Status, Task, Up
+from flcore.messages import Ack, Status, Task
 from flcore.privacy import clip_and_noise
 from flcore.topics import GatewayTopics, status_topic
 
@@ -278,26 +279,14 @@ class SimDevice:
         s = self.settings
         with self._lock:
             self.battery.recharge(task.round)
-            reason = decide(
-                spec=task.spec,
-                batch=task.batch,
-                ram_class=self.ram_class,
-                battery=self.battery,
-                min_battery=task.min_battery,
-                select=task.select,
-                duty=s.duty,
-                dev=self.dev,
-                round=task.round,
-                sub=task.sub,
-                seed=s.seed,
+            reason = decide_task(
+                task, ram_class=self.ram_class, battery=self.battery, duty=s.duty, dev=self.dev, seed=s.seed
             )
             if reason is not None:
                 self.battery.spend_message()
-                self.report.skips[reason] = self.report.skips.get(reason, 0) + 1
-                self._record_round(task.round, trained=False)
+                self.report.record_skip(reason, task.round, self.battery.level)
         if reason is not None:
-            state = "sleeping" if reason in ("duty", "battery") else "online"
-            status = self._status(state, round=task.round, sub=task.sub, skip=reason)
+            status = self._status(skip_state(reason), round=task.round, sub=task.sub, skip=reason)
             self._client.publish(self.status_topic, status.encode(), qos=1, retain=True)
             self._emit(
                 {
@@ -330,13 +319,19 @@ class SimDevice:
             self.battery.spend_training()
             self.battery.spend_message()
             self._seq += 1
-            meta = {
-                "battery": round(self.battery.level, 4),
-                "train_ms": train_ms,
-                "ram_class": self.ram_class,
-                "fw": s.fw,
-            }
-            up = Up.of(body, self.dev, task.round, task.base, len(self.y), loss, self._seq, task.sub, meta)
+            level = self.battery.level
+            up = make_up(
+                self.dev,
+                task,
+                len(self.y),
+                loss,
+                self._seq,
+                body,
+                level=level,
+                train_ms=train_ms,
+                ram=self.ram_class,
+                fw=s.fw,
+            )
             pending = Pending(up.seq, task.round, task.sub, up.encode(key=self.key))
             self.report.trainings += 1
             self._record_round(task.round, trained=True)
@@ -398,13 +393,10 @@ class SimDevice:
         return Status(self.dev, state, battery=level, rssi=self.rssi, ram_class=ram, fw=fw, gw=self.gw, **extra)
 
     def _count_send(self, payload: bytes) -> None:
-        self.report.ups += 1
-        self.report.bytes_up += len(payload)
+        self.report.count_send(payload)
 
     def _record_round(self, rnd: int, trained: bool) -> None:
-        _, before = self.report.battery_by_round.get(rnd, (0.0, 0))
-        self.report.battery_by_round[rnd] = (round(self.battery.level, 4), before + int(trained))
-        self.report.battery = self.battery.level
+        self.report.record_round(rnd, self.battery.level, trained)
 
     def _bad(self, kind: str, exc: WireError) -> None:
         with self._lock:

@@ -43,20 +43,8 @@ def _wait(predicate: Callable[[], bool], stop: threading.Event, deadline: float 
     return True
 
 
-def run_fleet(
-    settings: FleetSettings, dataset: Dataset, stop: threading.Event, progress: Progress | None = None
-) -> FleetReport:
-    """Connect every device, serve tasks until every device saw ``done: true`` (or ``stop`` / ``run_timeout``).
-
-    Raises ConnectionError (a readable message) when devices cannot reach the broker at all, ValueError when
-    ``settings.provisioned`` does not hold every simulated device.
-    """
-    started = time.monotonic()
-    end = None if settings.run_timeout is None else started + settings.run_timeout
-    profiles = build_population(settings, dataset.y_train)
-    model = settings.battery_model()
-    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="iotfl-train")
-    devices: list[SimDevice] = []
+def emitter(progress: Progress | None) -> Progress:
+    """``progress`` made safe to call from any thread: a failing callback is logged, never raised."""
 
     def emit(event: dict[str, Any]) -> None:
         if progress is not None:
@@ -65,6 +53,29 @@ def run_fleet(
             except Exception:
                 log.exception("progress callback failed on %s", event.get("event"))
 
+    return emit
+
+
+def run_fleet(
+    settings: FleetSettings, dataset: Dataset, stop: threading.Event, progress: Progress | None = None
+) -> FleetReport:
+    """Connect every device, serve tasks until every device saw ``done: true`` (or ``stop`` / ``run_timeout``).
+
+    With ``settings.sim == "batched"`` the devices train together over shared connections (``batch_fleet``).
+    Raises ConnectionError (a readable message) when devices cannot reach the broker at all, ValueError when
+    ``settings.provisioned`` does not hold every simulated device.
+    """
+    emit = emitter(progress)
+    if settings.sim == "batched":
+        from device_sim.batch_fleet import BatchedFleet
+
+        return BatchedFleet(settings, dataset, stop, emit).run()
+    started = time.monotonic()
+    end = None if settings.run_timeout is None else started + settings.run_timeout
+    profiles = build_population(settings, dataset.y_train)
+    model = settings.battery_model()
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="iotfl-train")
+    devices: list[SimDevice] = []
     chaos = FleetChaos(settings.chaos_plan(), settings.seed, emit)
 
     def on_event(event: dict[str, Any]) -> None:

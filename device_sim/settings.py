@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,11 @@ class FleetSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
     devices: int = Field(50, ge=1, le=10_000, description="Simulated devices d0000…, each its own MQTT connection.")
+    sim: Literal["device", "batched"] = Field(
+        "device",
+        description="device: a connection and a training per device; batched: every device of a round trains in one "
+        "batched step and a shared connection per gateway carries their updates (device_sim.batch_fleet).",
+    )
     gateways: int = Field(5, ge=1, le=1000, description="Gateways gw0…gw{G-1}; device i belongs to gateway i mod G.")
     broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host:port or mqtts://… (TLS).")
     fleet: str = Field("default", description="Fleet name, the second level of every topic.")
@@ -160,6 +166,26 @@ class FleetSettings(BaseSettings):
             raise ValueError(f"battery_start must satisfy 0 <= low <= high <= 1, got {self.battery_start}")
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must be >= reconnect_min")
+        return self
+
+    @model_validator(mode="after")
+    def _batched_scope(self) -> FleetSettings:
+        if self.sim == "batched":
+            unsupported = [
+                name
+                for name, on in (
+                    ("chaos", self.chaos),
+                    ("attack", self.attack),
+                    ("dp_clip", self.dp_clip > 0),
+                    ("provisioned", self.provisioned),
+                )
+                if on
+            ]
+            if unsupported:
+                raise ValueError(
+                    f"sim=batched does not simulate {', '.join(unsupported)}: use sim=device for that "
+                    "(batched shares one connection per gateway, see docs/protocol.md)"
+                )
         return self
 
     @model_validator(mode="after")

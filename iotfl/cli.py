@@ -42,6 +42,14 @@ KrumFOpt = Annotated[float, opt("krum: fraction of the updates assumed hostile."
 TopkOpt = Annotated[
     float, opt("topk: fraction of the delta's values each update keeps (0 < F ≤ 1).", "TOPK", min=1e-6, max=1)
 ]
+SimOpt = Annotated[
+    str,
+    opt(
+        "device: a connection and a training per device | batched: the devices of a round train together and one "
+        "shared connection per gateway carries their updates (no chaos, attacks, DP or per-device logins).",
+        "SIM",
+    ),
+]
 AttackOpt = Annotated[
     str | None,
     opt("Poisoning attackers KIND:PCT, KIND sign-flip | scale10 | label-flip (e.g. sign-flip:20%).", "ATTACK"),
@@ -54,6 +62,7 @@ def demo(
     devices: Annotated[int, opt("Simulated devices, each its own MQTT connection.", "DEVICES", min=1)] = 50,
     gateways: Annotated[int, opt("Gateways gw0…gw{G-1}; device i belongs to gateway i mod G.", "GATEWAYS", min=1)] = 5,
     rounds: Annotated[int, opt("Global rounds.", "ROUNDS", min=1)] = 20,
+    sim: SimOpt = "device",
     dataset: Annotated[str, opt("digits | sensors | har | csv:PATH", "DATASET")] = "digits",
     alpha: Annotated[float, opt("Dirichlet α of the non-IID split (small = skewed).", "ALPHA", min=1e-6)] = 0.5,
     seed: Annotated[int, opt("Seed for data, split, model init and devices.", "SEED")] = 0,
@@ -282,6 +291,7 @@ def fleet(
     ctx: typer.Context,
     devices: Annotated[int, opt("Simulated devices.", "DEVICES", min=1)] = 50,
     gateways: Annotated[int, opt("Gateways gw0…gw{G-1}; device i joins gateway i mod G.", "GATEWAYS", min=1)] = 5,
+    sim: SimOpt = "device",
     broker: Annotated[str, opt("mqtt://host:port", "BROKER")] = "mqtt://127.0.0.1:1883",
     fleet: Annotated[str, opt("Fleet name.", "FLEET")] = "default",
     dataset: Annotated[str, opt("digits | sensors | har | csv:PATH", "DATASET")] = "digits",
