@@ -1,5 +1,8 @@
 """Run a fleet of simulated devices, each its own MQTT connection, until the last round (``done: true``).
 
+All connections are driven by one network loop (``device_sim.netloop.NetLoop``: one thread, a selector over every
+socket, plus every device's timers); training runs on a pool of ``settings.workers`` threads.
+
 Progress events passed to ``progress`` (called from paho and training threads, so keep it quick and thread-safe):
 ``connected`` / ``skip`` / ``up`` / ``ack`` / ``resend`` / ``gave_up`` / ``done`` from each device (with ``dev``),
 plus ``fleet_connected`` (``connected``, ``devices``) once the connections are up, ``chaos`` for each device fault
@@ -10,6 +13,7 @@ Devices that a ``drop-devices`` fault made vanish are not waited for.
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +24,7 @@ from device_sim.attack import parse_attack
 from device_sim.battery import Battery
 from device_sim.chaos import FleetChaos
 from device_sim.device import SimDevice
+from device_sim.netloop import NetLoop
 from device_sim.population import DeviceProfile, build_population
 from device_sim.provisioned import logins_for
 from device_sim.report import FleetReport
@@ -30,6 +35,9 @@ from flcore.model import ModelSpec
 from flcore.resources import can_train
 
 log = logging.getLogger(__name__)
+
+# Descriptors beyond one socket per device: the network loop's wake-up pair, torch, log and data files.
+FD_MARGIN = 256
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -55,7 +63,9 @@ def run_fleet(
     end = None if settings.run_timeout is None else started + settings.run_timeout
     profiles = build_population(settings, dataset.y_train)
     model = settings.battery_model()
+    raise_fd_limit(settings.devices + FD_MARGIN)
     pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="iotfl-train")
+    net = NetLoop(name="iotfl-net")
     devices: list[SimDevice] = []
 
     def emit(event: dict[str, Any]) -> None:
@@ -96,6 +106,7 @@ def run_fleet(
                 on_event=on_event,
                 key=keys.get(p.dev),
                 login=logins.get(p.dev),
+                net=net,
             )
             device.slow = p.dev in slow
             device.attack = hostile
@@ -127,6 +138,7 @@ def run_fleet(
         chaos.stop()
         _stop_all(devices)
         pool.shutdown(wait=True, cancel_futures=True)
+        net.stop()
     seconds = time.monotonic() - started
     emit({"event": "fleet_finished", "seconds": seconds, "stopped": not finished})
     reports = [d.report for d in devices]
@@ -139,6 +151,17 @@ def trainers(profiles: list[DeviceProfile], dataset: Dataset) -> list[str]:
     return [p.dev for p in profiles if can_train(spec, p.ram_class, 1)]
 
 
+def raise_fd_limit(need: int) -> int:
+    """Raise this process's soft limit of open files towards ``need`` (up to the hard limit; a socket per device);
+    returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        log.info("raised the open-files limit to %d for %d connections", soft, need - FD_MARGIN)
+    return soft
+
+
 def _stop_all(devices: list[SimDevice]) -> None:
     """Stop devices a few at a time: each waits for its offline status to be acknowledged."""
     if not devices:
@@ -147,4 +170,4 @@ def _stop_all(devices: list[SimDevice]) -> None:
         list(ex.map(lambda d: d.stop(), devices))
 
 
-__all__ = ["FleetReport", "run_fleet"]
+__all__ = ["FleetReport", "raise_fd_limit", "run_fleet"]
