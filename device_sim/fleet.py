@@ -3,17 +3,17 @@
 All connections are driven by one network loop (``device_sim.netloop.NetLoop``: one thread, a selector over every
 socket, plus every device's timers); training runs on a pool of ``settings.workers`` threads.
 
-Progress events passed to ``progress`` (called from paho and training threads, so keep it quick and thread-safe):
-``connected`` / ``skip`` / ``up`` / ``ack`` / ``resend`` / ``gave_up`` / ``done`` from each device (with ``dev``),
-plus ``fleet_connected`` (``connected``, ``devices``) once the connections are up, ``chaos`` for each device fault
-injected (``settings.chaos``, see ``device_sim.chaos``) and ``fleet_finished`` (``seconds``, ``stopped``) at the end.
+Progress events passed to ``progress`` (called from the network loop and training threads, so keep it quick and
+thread-safe): ``connected`` / ``skip`` / ``up`` / ``ack`` / ``resend`` / ``gave_up`` / ``done`` from each device
+(with ``dev``), plus ``fleet_connected`` (``connected``, ``devices``, live ``threads``) once the connections are up,
+``chaos`` for each device fault injected (``settings.chaos``, see ``device_sim.chaos``) and ``fleet_finished``
+(``seconds``, ``stopped``) at the end.
 Devices that a ``drop-devices`` fault made vanish are not waited for.
 """
 
 from __future__ import annotations
 
 import logging
-import resource
 import threading
 import time
 from collections.abc import Callable
@@ -29,15 +29,13 @@ from device_sim.population import DeviceProfile, build_population
 from device_sim.provisioned import logins_for
 from device_sim.report import FleetReport
 from device_sim.settings import FleetSettings
+from device_sim.usage import process_usage, raise_fd_limit, rss_mb
 from flcore.datasets import Dataset
 from flcore.endpoints import parse_broker_url
 from flcore.model import ModelSpec
 from flcore.resources import can_train
 
 log = logging.getLogger(__name__)
-
-# Descriptors beyond one socket per device: the network loop's wake-up pair, torch, log and data files.
-FD_MARGIN = 256
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -63,7 +61,8 @@ def run_fleet(
     end = None if settings.run_timeout is None else started + settings.run_timeout
     profiles = build_population(settings, dataset.y_train)
     model = settings.battery_model()
-    raise_fd_limit(settings.devices + FD_MARGIN)
+    base_rss = rss_mb()
+    raise_fd_limit(settings.devices)
     pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="iotfl-train")
     net = NetLoop(name="iotfl-net")
     devices: list[SimDevice] = []
@@ -87,6 +86,7 @@ def run_fleet(
     attack = parse_attack(settings.attack) if settings.attack else None
     attackers = set() if attack is None else attack.choose(trainers(profiles, dataset), len(profiles), settings.seed)
     finished = False
+    threads = threading.active_count()
     try:
         for p in profiles:
             if stop.is_set():
@@ -131,7 +131,8 @@ def run_fleet(
             settings.gateways,
             parse_broker_url(settings.broker),
         )
-        emit({"event": "fleet_connected", "connected": up, "devices": len(devices)})
+        threads = threading.active_count()
+        emit({"event": "fleet_connected", "connected": up, "devices": len(devices), "threads": threads})
         chaos.start(devices)
         finished = _wait(lambda: all(d.done.is_set() or d.vanished for d in devices), stop, end, step=0.2)
     finally:
@@ -142,24 +143,20 @@ def run_fleet(
     seconds = time.monotonic() - started
     emit({"event": "fleet_finished", "seconds": seconds, "stopped": not finished})
     reports = [d.report for d in devices]
-    return FleetReport(reports, seconds, stopped=not finished, chaos=chaos.events, attackers=sorted(attackers))
+    return FleetReport(
+        reports,
+        seconds,
+        stopped=not finished,
+        chaos=chaos.events,
+        attackers=sorted(attackers),
+        process=process_usage(base_rss, threads),
+    )
 
 
 def trainers(profiles: list[DeviceProfile], dataset: Dataset) -> list[str]:
     """Devices whose RAM class can train the dataset's model at all (batch 1): the ones an attacker can be."""
     spec = ModelSpec(dataset.layers)
     return [p.dev for p in profiles if can_train(spec, p.ram_class, 1)]
-
-
-def raise_fd_limit(need: int) -> int:
-    """Raise this process's soft limit of open files towards ``need`` (up to the hard limit; a socket per device);
-    returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        log.info("raised the open-files limit to %d for %d connections", soft, need - FD_MARGIN)
-    return soft
 
 
 def _stop_all(devices: list[SimDevice]) -> None:
@@ -170,4 +167,4 @@ def _stop_all(devices: list[SimDevice]) -> None:
         list(ex.map(lambda d: d.stop(), devices))
 
 
-__all__ = ["FleetReport", "raise_fd_limit", "run_fleet"]
+__all__ = ["FleetReport", "run_fleet"]
