@@ -7,8 +7,8 @@ round wall time, the fleet process's peak RSS, CPU time and threads (from its re
 
 Anchors measured in the same run (absolute times on a shared 2-core machine are noisy):
 - ``train_round_s``: the same devices' local training for one round, in this process on the same 2 worker
-  threads without any MQTT — a round's floor; ``round_s / train_round_s`` is what the network, gateways and cloud
-  add on top.
+  threads without any MQTT, right before each demo run (median over the runs) — a round's floor;
+  ``round_s / train_round_s`` is what the network, gateways and cloud add on top.
 - ``base_rss_mb``: the fleet process's RSS before it made its devices (Python, torch, the dataset); the memory of
   the devices and their connections is the rest.
 
@@ -165,7 +165,7 @@ def show(devices: int, summary: dict[str, Any], anchor: dict[str, float]) -> Non
         f"{summary['fleet_cpu_per_round_vs_train_only']:.2f}× training-only CPU per round",
         "",
     )
-    t.add_row("fleet process threads", "", f"{summary['fleet_threads']}", "", "")
+    t.add_row("fleet process threads", "", f"{summary['fleet_threads']} (with the training pool)", "", "")
     console.print(t)
 
 
@@ -185,17 +185,20 @@ def main(
         devices, rounds, repeat = 50, 1, 1
     gateways = math.ceil(devices / per_gateway)
     load_before = os.getloadavg()
-    console.print(f"anchor: one round of local training for {devices} devices on {WORKERS} threads, no MQTT")
-    anchor = train_anchor(devices, gateways, dataset, seed)
     runs: list[dict] = []
+    anchors: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="iotfl-bench-fleet-") as tmp:
         for i in range(repeat):
+            # The anchor right before each run, so both see about the same load on the shared cores.
+            console.print(f"[{i + 1}/{repeat}] anchor: one round of local training for {devices} devices, no MQTT")
+            anchors.append(train_anchor(devices, gateways, dataset, seed))
             console.print(f"[{i + 1}/{repeat}] iotfl demo --devices {devices} --gateways {gateways} --rounds {rounds}")
             run = run_demo(devices, gateways, rounds, dataset, seed, round_timeout, Path(tmp) / f"run{i}")
             if "error" in run:
                 console.print(f"[bold red]{run['error']}[/]")
                 raise typer.Exit(1)
             runs.append(run)
+    anchor = {k: statistics.median(a[k] for a in anchors) for k in anchors[0]}
     summary = summarize(devices, runs, anchor)
     show(devices, summary, anchor)
     result = {
@@ -206,6 +209,7 @@ def main(
         },
         "targets": {"round_s": TARGET_ROUND_S, "peak_rss_mb": TARGET_RSS_MB},
         "anchor": {k: round(v, 3) for k, v in anchor.items()},
+        "anchors": [{k: round(v, 3) for k, v in a.items()} for a in anchors],
         "load": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
         "cpus": os.cpu_count(),
         **summary,

@@ -216,7 +216,7 @@ class SimDevice:
             log.info("%s: disconnected (%s); reconnecting with backoff", self.dev, reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # An exception escaping a callback would end paho's network thread: contain it here.
+        # An exception escaping a callback would make the network loop start this connection over: contain it here.
         try:
             if msg.topic == self.topics.task:
                 self._on_task(bytes(msg.payload))

@@ -136,6 +136,7 @@ def run_fleet(
         chaos.start(devices)
         finished = _wait(lambda: all(d.done.is_set() or d.vanished for d in devices), stop, end, step=0.2)
     finally:
+        threads = max(threads, threading.active_count())  # now with the training threads
         chaos.stop()
         _stop_all(devices)
         pool.shutdown(wait=True, cancel_futures=True)
