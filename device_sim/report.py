@@ -70,6 +70,7 @@ class FleetReport:
     stopped: bool  # True when ended by ``stop`` or ``run_timeout`` rather than by done=true
     chaos: list[dict[str, Any]] = field(default_factory=list)  # device faults injected, in order
     attackers: list[str] = field(default_factory=list)  # devices sending poisoned updates (settings.attack)
+    process: dict[str, float | int] = field(default_factory=dict)  # the fleet process's memory and CPU (usage.py)
 
     @property
     def bytes_up(self) -> int:
@@ -115,6 +116,7 @@ class FleetReport:
             "battery_by_round": {str(r): v for r, v in self.battery_by_round.items()},
             "chaos": self.chaos,
             "attackers": sorted(self.attackers),
+            "process": self.process,
             "per_device": [
                 {
                     "dev": d.dev,
