@@ -127,10 +127,11 @@ class Rounds:
         if now - self._written.get(gw, -math.inf) < min(CHECKIN_WRITE_SECONDS, self.settings.round_timeout / 4):
             return
         with self._lock:
+            # One transaction (one commit, one fsync on SQLite) for the check-in and what it may start or close.
             with self.storage.transaction(write=True) as s:
                 db.touch_gateway(s, gw, now)
+                self._advance_in(s, now)
             self._written[gw] = now
-            self._advance(now)
 
     def submit(self, agg: Agg) -> Submission:
         """Accept, or say why not, one decoded aggregate from its (authorized) gateway; may close the round."""
@@ -142,6 +143,8 @@ class Rounds:
                     result = Submission(verdict)
                     if verdict in (Verdict.ACCEPTED, Verdict.CARRIED):
                         result = self._store(s, agg, verdict, now)
+                        # The close it may complete commits with it: one transaction per accepted aggregate.
+                        self._advance_in(s, now)
             except IntegrityError:
                 # Another worker stored (gw, round) first: the unique constraint makes this a duplicate.
                 result = Submission(Verdict.DUPLICATE)
@@ -157,8 +160,6 @@ class Rounds:
                 if result.verdict is Verdict.CARRIED
                 else "",
             )
-            if result.counted_in is not None:
-                self._advance(now)
         return result
 
     def _store(self, s: db.Session, agg: Agg, verdict: Verdict, now: float) -> Submission:
@@ -190,7 +191,7 @@ class Rounds:
         return Submission(verdict, counted_in, staleness, weight)
 
     def _classify(self, s: db.Session, agg: Agg) -> Verdict:
-        duplicate = db.find_aggregate(s, agg.gw, agg.round) is not None
+        duplicate = db.has_aggregate(s, agg.gw, agg.round)
         row = None if duplicate else db.get_round(s, agg.round, lock=True)
         last_closed = db.last_closed_round(s)
         return classify(
@@ -209,33 +210,37 @@ class Rounds:
             self._advance(self.clock())
 
     def _advance(self, now: float) -> None:
-        timeout = self.settings.round_timeout
         with self.storage.transaction(write=True) as s:
-            row = db.current_round(s)
-            if row is None or row.state != OPEN or db.last_closed_round(s) >= self.settings.rounds:
-                return
-            live = db.live_gateways(s, live_since(now, timeout))
-            if row.deadline is None and len(live) >= self.settings.min_gateways:
-                row.deadline = now + timeout
-                log.info(
-                    "round %d: %d gateway(s) checked in, its clock starts (deadline in %.1f s)",
-                    row.round,
-                    len(live),
-                    timeout,
-                )
-            step = next_step(
-                now=now,
-                deadline=row.deadline,
-                reported=db.reporters(s, row.round),
-                live=live,
-                min_gateways=self.settings.min_gateways,
-                carried=db.carried_count(s, row.round),
+            self._advance_in(s, now)
+
+    def _advance_in(self, s: db.Session, now: float) -> None:
+        """Start round 1's clock, extend or close the open round as its rules say, within the caller's transaction."""
+        timeout = self.settings.round_timeout
+        row = db.current_round(s)
+        if row is None or row.state != OPEN or db.last_closed_round(s) >= self.settings.rounds:
+            return
+        live = db.live_gateways(s, live_since(now, timeout))
+        if row.deadline is None and len(live) >= self.settings.min_gateways:
+            row.deadline = now + timeout
+            log.info(
+                "round %d: %d gateway(s) checked in, its clock starts (deadline in %.1f s)",
+                row.round,
+                len(live),
+                timeout,
             )
-            if step is Step.EXTEND:
-                row.deadline = now + timeout
-                log.info("round %d: deadline passed with no aggregate; extended by %.1f s", row.round, timeout)
-            elif step is Step.CLOSE:
-                self._close(s, row.round, now)
+        step = next_step(
+            now=now,
+            deadline=row.deadline,
+            reported=db.reporters(s, row.round),
+            live=live,
+            min_gateways=self.settings.min_gateways,
+            carried=db.carried_count(s, row.round),
+        )
+        if step is Step.EXTEND:
+            row.deadline = now + timeout
+            log.info("round %d: deadline passed with no aggregate; extended by %.1f s", row.round, timeout)
+        elif step is Step.CLOSE:
+            self._close(s, row.round, now)
 
     def _close(self, s: db.Session, r: int, now: float) -> None:
         row = db.get_round(s, r, lock=True)

@@ -277,8 +277,9 @@ def last_closed_round(s: Session) -> int:
 # --- aggregates ---------------------------------------------------------------------------------------------------
 
 
-def find_aggregate(s: Session, gw: str, r: int) -> AggregateRow | None:
-    return s.scalars(select(AggregateRow).where(AggregateRow.gw == gw, AggregateRow.round == r)).first()
+def has_aggregate(s: Session, gw: str, r: int) -> bool:
+    """Whether ``gw`` posted round ``r``'s aggregate (reads the id only, not the stored sum)."""
+    return s.scalar(select(AggregateRow.id).where(AggregateRow.gw == gw, AggregateRow.round == r)) is not None
 
 
 def round_aggregates(s: Session, r: int) -> list[AggregateRow]:

@@ -4,7 +4,7 @@ A fault with trigger ``roundN`` fires *mid-round N*: at the first ``accepted`` a
 of the fleet receives (so round N is open and updates are in flight; if round N went by unseen, the next round's
 first ack fires it). ``slow-devices@round1`` (its default) makes its devices slow before they connect. Which devices
 a fault hits is ``flcore.chaos.pick`` over the devices still running, from the fleet's seed: a run is repeatable.
-Faults run on their own thread, never on a device's network thread (a vanishing device stops that thread).
+Faults run on their own thread, never on the network loop (``crash`` waits for the loop to let go of a device).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The MQTT side of a simulated device: a configured paho client, a bounded first connect, and the network thread
-that keeps it connected with exponential backoff *with jitter*.
+"""The MQTT side of a simulated device: a configured paho client, a bounded first connect, and the exponential
+backoff *with jitter* that ``device_sim.netloop.NetLoop`` reconnects it with.
 
 paho's own reconnect (``loop_start`` + ``reconnect_delay_set``) doubles a fixed delay: every device that lost the
 same broker at the same instant retries at the same instants, so a restarted broker meets the whole fleet at once,
-again and again. ``NetworkLoop`` drives paho itself (``Client.loop``) and draws each wait at random.
+again and again. The network loop drives paho itself and draws each wait at random (``Backoff``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import socket
-import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -19,8 +18,6 @@ import paho.mqtt.client as mqtt
 from flcore.endpoints import BrokerAddress
 
 log = logging.getLogger(__name__)
-
-LOOP_SLICE = 0.5  # seconds one paho loop() call may block: how fast a stop is noticed
 
 
 def client_id(fleet: str, dev: str) -> str:
@@ -87,87 +84,6 @@ class Backoff:
         self.attempts = 0
 
 
-class NetworkLoop:
-    """Runs one paho client's network on its own thread and reconnects it after ``Backoff`` waits.
-
-    The backoff starts over only after a connection stayed up ``stable_after`` seconds: two clients that share a
-    client id take the connection from each other at once, and a backoff that reset on every CONNACK would let
-    them do so forever (a *kick loop*); this way such a pair slows down to one attempt per ``cap`` seconds.
-    """
-
-    def __init__(self, client: mqtt.Client, backoff: Backoff, stable_after: float, name: str):
-        self.client = client
-        self.backoff = backoff
-        self.stable_after = stable_after
-        self.name = name
-        self._halt = threading.Event()
-        self._closing = False
-        self._thread: threading.Thread | None = None
-        # With no paho thread, paho writes a publish straight to the socket from the publishing thread, racing
-        # this loop's writes; a registered write callback makes it leave every write to this loop.
-        client.on_socket_register_write = _leave_writes_to_the_loop
-
-    def start(self, connected: bool) -> None:
-        """Start the thread; ``connected`` says whether ``client.connect()`` already succeeded."""
-        self._thread = threading.Thread(target=self._run, args=(not connected,), name=self.name, daemon=True)
-        self._thread.start()
-
-    def close(self, timeout: float) -> None:
-        """Let the loop write what is queued (e.g. a DISCONNECT), then end it; bounded by ``timeout``."""
-        self._closing = True
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        self._halt.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(LOOP_SLICE * 2)
-
-    def halt(self, wait: bool = True) -> None:
-        """End the loop without touching the connection (the device "loses power"); the thread is gone within
-        one ``LOOP_SLICE``, and ``wait`` waits for that."""
-        self._halt.set()
-        if wait and self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(LOOP_SLICE * 4)
-
-    def _run(self, need_connect: bool) -> None:
-        up_since: float | None = None
-        while not self._halt.is_set():
-            if need_connect:
-                if self._closing:
-                    return
-                try:
-                    self.client.reconnect()
-                    need_connect = False
-                except (OSError, ValueError) as exc:
-                    self._wait(f"reconnect failed ({exc})")
-                    continue
-            try:
-                rc = self.client.loop(LOOP_SLICE)
-            except Exception:  # a callback that raised: paho's state is unknown, so start the connection over
-                log.exception("%s: network loop failed; reconnecting", self.name)
-                cut(self.client, close=True)
-                rc = mqtt.MQTT_ERR_UNKNOWN
-            if up_since is None and self.client.is_connected():
-                up_since = time.monotonic()
-            if rc == mqtt.MQTT_ERR_SUCCESS:
-                continue
-            if self._closing and self.client.socket() is None:
-                return  # the DISCONNECT went out
-            need_connect = True
-            if up_since is not None and time.monotonic() - up_since >= self.stable_after:
-                self.backoff.reset()
-            up_since = None
-            self._wait(f"connection lost ({mqtt.error_string(rc)})")
-
-    def _wait(self, why: str) -> None:
-        delay = self.backoff.next()
-        log.debug("%s: %s; next attempt in %.2f s (attempt %d)", self.name, why, delay, self.backoff.attempts)
-        self._halt.wait(delay)
-
-
-def _leave_writes_to_the_loop(_client: mqtt.Client, _userdata: object, _sock: object) -> None:
-    """A no-op write callback: the queued packet wakes ``NetworkLoop``'s select, which writes it."""
-
-
 def cut(client: mqtt.Client, close: bool) -> None:
     """Shut the client's TCP connection down under paho (``close`` also frees the socket)."""
     sock = client.socket()
@@ -180,4 +96,4 @@ def cut(client: mqtt.Client, close: bool) -> None:
             sock.close()
 
 
-__all__ = ["Backoff", "NetworkLoop", "client_id", "connect", "cut", "make_client"]
+__all__ = ["Backoff", "client_id", "connect", "cut", "make_client"]

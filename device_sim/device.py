@@ -1,9 +1,13 @@
-"""One simulated device: its own MQTT connection, training on its gateway's tasks, int8 updates, acks, resends.
+"""One simulated device: its own MQTT connection, training on its gateway's tasks, encoded updates, acks, resends.
 
-Threads: the device's network thread (``NetworkLoop``: paho driven by hand, reconnecting with jittered backoff)
-runs the callbacks, which only decode and record; training runs on a shared executor (many devices share a few
-cores) and a device queues at most one task, the newest, so a burst of tasks never piles up work that a later task
-has superseded. Every sent update stays in the ``Outbox`` until its ack, across later tasks and reconnects. One lock
+An update is encoded as the task names (``enc``, ``topk``), else as the fleet's setting (``flcore.encodings``); with
+topk the device keeps its error-feedback residual (what it has not sent yet) and adds it to its next delta.
+
+Threads: a network loop (``NetLoop``: one thread drives the paho clients of many devices, reconnecting each with
+jittered backoff, and runs their timers) runs the callbacks, which only decode and record; a fleet shares one loop,
+a device made without one gets its own. Training runs on a shared executor (many devices share a few cores) and a
+device queues at most one task, the newest, so a burst of tasks never piles up work that a later task has
+superseded. Every sent update stays in the ``Outbox`` until its ack, across later tasks and reconnects. One lock
 guards the device's state; paho calls are made outside it.
 """
 
@@ -23,17 +27,19 @@ import paho.mqtt.client as mqtt
 
 from device_sim.attack import Attack
 from device_sim.battery import Battery
-from device_sim.connection import Backoff, NetworkLoop, client_id, connect, cut, make_client
+from device_sim.connection import Backoff, client_id, cut, make_client
+from device_sim.netloop import Link, NetLoop, TimerHandle
 from device_sim.outbox import Outbox, Pending
-from device_sim.policy import decide, shuffle_seed
+from device_sim.policy import decide_task, shuffle_seed, skip_state
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
 from device_sim.trainer import train_local
+from device_sim.update import make_up
+from flcore.encodings import encode
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
-from flcore.messages import Ack, Status, Task, Up
+from flcore.messages import Ack, Status, Task
 from flcore.privacy import clip_and_noise
-from flcore.quantize import quantize
 from flcore.topics import GatewayTopics, status_topic
 
 log = logging.getLogger(__name__)
@@ -44,8 +50,8 @@ Event = dict[str, Any]
 SLOW_MARGIN = 1.0
 # Kept updates are re-sent at a random moment this many seconds after a reconnect.
 RESEND_AFTER_RECONNECT = 1.0
-# A connection that lasted this long was no kick by a client with the same id: the reconnect backoff starts over.
-STABLE_SECONDS = 10.0
+# start() waits this long per connection attempt: a wait between attempts is at most 4 s (2 s, doubled by jitter).
+CONNECT_WAIT_PER_ATTEMPT = 5.0
 
 
 class SimDevice:
@@ -66,9 +72,11 @@ class SimDevice:
         on_event: Callable[[Event], None] | None = None,
         key: bytes | None = None,
         login: tuple[str, str] | None = None,
+        net: NetLoop | None = None,
     ):
         """``key``: the device's HMAC key; with one, every update is signed (``flcore.signing``). ``login``: its
-        own broker user and password (a provisioned fleet), instead of the broker URL's."""
+        own broker user and password (a provisioned fleet), instead of the broker URL's. ``net``: the network loop
+        shared with other devices (default: a loop of its own, ended by ``stop()``)."""
         if len(x) == 0 or len(x) != len(y):
             raise ValueError(f"device {dev} needs at least one sample and one label per sample")
         self.dev, self.gw, self.x, self.y = dev, gw, x, y
@@ -92,13 +100,18 @@ class SimDevice:
         self._seq = 0 if key is None else int(time.time() * 1000)
         # DP noise from OS entropy, never from the run's seed: noise an observer can regenerate protects nothing.
         self._dp_rng = np.random.default_rng()
+        self._residual: np.ndarray | None = None  # topk error feedback: the part of past deltas not sent yet
         self._last_key: tuple[int, int] | None = None
         self._next: Task | None = None
         self._scheduled = False
-        self._delayed: set[threading.Timer] = set()
+        self._own_net = net is None
+        self._net = NetLoop(name=f"iotfl-net-{dev}") if net is None else net
+        self._link: Link | None = None
+        self._delayed: set[TimerHandle] = set()
         self.outbox = Outbox(
             settings.ack_timeout,
             settings.max_resends,
+            call_later=self._net.call_later,
             online=self.connected.is_set,
             resend=self._resend,
             give_up=self._gave_up,
@@ -108,15 +121,21 @@ class SimDevice:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        backoff = Backoff(settings.reconnect_min, settings.reconnect_max, random.Random(f"{settings.seed}:{dev}"))
-        self._net = NetworkLoop(self._client, backoff, STABLE_SECONDS, name=f"iotfl-net-{dev}")
+        self._backoff = Backoff(settings.reconnect_min, settings.reconnect_max, random.Random(f"{settings.seed}:{dev}"))
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect (bounded retries, raises ConnectionError) and start the network thread."""
-        connect(self._client, self.address, self.settings.keepalive, self.settings.connect_retries)
-        self._net.start(connected=True)
+        """Connect (bounded retries, raises ConnectionError); the network loop keeps the connection from then on."""
+        s = self.settings
+        try:
+            wait = CONNECT_WAIT_PER_ATTEMPT * (s.connect_retries + 1)
+            self._link = self._net.add(
+                self._client, self.address, s.keepalive, s.connect_retries, self._backoff, self.dev, wait
+            )
+        except Exception:
+            self._end_own_net()
+            raise
 
     def stop(self, timeout: float = 2.0) -> None:
         """Publish a retained ``offline`` status (a clean disconnect sends no Last Will), then disconnect."""
@@ -126,6 +145,7 @@ class SimDevice:
         if already:
             if self.vanished:
                 cut(self._client, close=True)  # the run is over: let the broker see the dead link now
+            self._end_own_net()
             return
         if self.connected.is_set():
             info = self._client.publish(self.status_topic, self._status("offline").encode(), qos=1, retain=True)
@@ -134,16 +154,19 @@ class SimDevice:
             except (RuntimeError, ValueError):
                 log.debug("%s: offline status not confirmed before disconnect", self.dev)
         self._client.disconnect()
-        self._net.close(timeout)
+        if self._link is not None:
+            self._net.close(self._link, timeout)
         self.connected.clear()
+        self._end_own_net()
 
     def crash(self) -> None:
-        """Fault injection: vanish without a DISCONNECT (network thread stopped, socket closed), so the broker
+        """Fault injection: vanish without a DISCONNECT (the loop lets go of it, socket closed), so the broker
         publishes the Last Will at once."""
         with self._lock:
             self._stopped = True
         self._quiet()
-        self._net.halt()
+        if self._link is not None:
+            self._net.halt(self._link)
         cut(self._client, close=True)
         self.connected.clear()
 
@@ -156,12 +179,17 @@ class SimDevice:
             self.vanished = True
             self.report.vanished = True
         self._quiet()
-        self._net.halt(wait=False)  # a fleet drops many at once; each thread ends within a loop slice
+        if self._link is not None:
+            self._net.halt(self._link, wait=False)  # a fleet drops many at once; the loop lets go in its next turn
         self.connected.clear()
 
     def drop_connection(self) -> None:
-        """Fault injection: cut the TCP connection; the network thread reconnects after a jittered backoff."""
+        """Fault injection: cut the TCP connection; the network loop reconnects after a jittered backoff."""
         cut(self._client, close=False)
+
+    def _end_own_net(self) -> None:
+        if self._own_net:
+            self._net.stop()
 
     def _quiet(self) -> None:
         """No more sends: stop the ack timers and the delayed publishes of a slow device."""
@@ -171,7 +199,7 @@ class SimDevice:
         for timer in delayed:
             timer.cancel()
 
-    # -- paho callbacks (network thread) ----------------------------------------------------------------------
+    # -- paho callbacks (network loop) -----------------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -193,7 +221,7 @@ class SimDevice:
             log.info("%s: disconnected (%s); reconnecting with backoff", self.dev, reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # An exception escaping a callback would end paho's network thread: contain it here.
+        # An exception escaping a callback would make the network loop start this connection over: contain it here.
         try:
             if msg.topic == self.topics.task:
                 self._on_task(bytes(msg.payload))
@@ -274,26 +302,14 @@ class SimDevice:
         s = self.settings
         with self._lock:
             self.battery.recharge(task.round)
-            reason = decide(
-                spec=task.spec,
-                batch=task.batch,
-                ram_class=self.ram_class,
-                battery=self.battery,
-                min_battery=task.min_battery,
-                select=task.select,
-                duty=s.duty,
-                dev=self.dev,
-                round=task.round,
-                sub=task.sub,
-                seed=s.seed,
+            reason = decide_task(
+                task, ram_class=self.ram_class, battery=self.battery, duty=s.duty, dev=self.dev, seed=s.seed
             )
             if reason is not None:
                 self.battery.spend_message()
-                self.report.skips[reason] = self.report.skips.get(reason, 0) + 1
-                self._record_round(task.round, trained=False)
+                self.report.record_skip(reason, task.round, self.battery.level)
         if reason is not None:
-            state = "sleeping" if reason in ("duty", "battery") else "online"
-            status = self._status(state, round=task.round, sub=task.sub, skip=reason)
+            status = self._status(skip_state(reason), round=task.round, sub=task.sub, skip=reason)
             self._client.publish(self.status_topic, status.encode(), qos=1, retain=True)
             self._emit(
                 {
@@ -318,31 +334,33 @@ class SimDevice:
             loss = 0.0  # the training loss is a function of the data that the noise does not cover
         if self.attack is not None:
             delta = self.attack.poison(delta)  # after any DP clipping: an attacker does not bound itself
-        scales, q = quantize(delta, task.chunk)
         with self._lock:
             if self._stopped or self.done.is_set() or self._last_key != (task.round, task.sub):
                 return  # superseded while training: the gateway has moved on
+            enc, fraction = task.enc or s.enc, task.topk or s.topk
+            body, self._residual = encode(delta, enc, task.chunk, fraction, self._residual)
             self.battery.spend_training()
             self.battery.spend_message()
             self._seq += 1
-            meta = {
-                "battery": round(self.battery.level, 4),
-                "train_ms": train_ms,
-                "ram_class": self.ram_class,
-                "fw": s.fw,
-            }
-            up = Up(
-                self.dev, task.round, task.base, len(self.y), loss, self._seq, task.chunk, scales, q, task.sub, meta
+            level = self.battery.level
+            up = make_up(
+                self.dev,
+                task,
+                len(self.y),
+                loss,
+                self._seq,
+                body,
+                level=level,
+                train_ms=train_ms,
+                ram=self.ram_class,
+                fw=s.fw,
             )
             pending = Pending(up.seq, task.round, task.sub, up.encode(key=self.key))
             self.report.trainings += 1
             self._record_round(task.round, trained=True)
             delay = task.deadline + SLOW_MARGIN - time.time() if self.slow else 0.0
             if delay > 0:
-                timer = threading.Timer(delay, self._send, args=(pending,))
-                timer.daemon = True
-                self._delayed.add(timer)
-                timer.start()
+                self._delayed.add(self._net.call_later(delay, self._send, pending))
         if delay <= 0:
             self._send(pending)
         self._emit(
@@ -363,7 +381,7 @@ class SimDevice:
     def _send(self, pending: Pending) -> None:
         """First send of an update; it stays in the outbox until its ack."""
         with self._lock:
-            self._delayed = {t for t in self._delayed if t is not threading.current_thread()}
+            self._delayed = {t for t in self._delayed if not t.due()}
             if self._stopped:
                 return
             self._count_send(pending.payload)
@@ -395,13 +413,10 @@ class SimDevice:
         return Status(self.dev, state, battery=level, rssi=self.rssi, ram_class=ram, fw=fw, gw=self.gw, **extra)
 
     def _count_send(self, payload: bytes) -> None:
-        self.report.ups += 1
-        self.report.bytes_up += len(payload)
+        self.report.count_send(payload)
 
     def _record_round(self, rnd: int, trained: bool) -> None:
-        _, before = self.report.battery_by_round.get(rnd, (0.0, 0))
-        self.report.battery_by_round[rnd] = (round(self.battery.level, 4), before + int(trained))
-        self.report.battery = self.battery.level
+        self.report.record_round(rnd, self.battery.level, trained)
 
     def _bad(self, kind: str, exc: WireError) -> None:
         with self._lock:

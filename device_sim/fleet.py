@@ -1,9 +1,13 @@
 """Run a fleet of simulated devices, each its own MQTT connection, until the last round (``done: true``).
 
-Progress events passed to ``progress`` (called from paho and training threads, so keep it quick and thread-safe):
-``connected`` / ``skip`` / ``up`` / ``ack`` / ``resend`` / ``gave_up`` / ``done`` from each device (with ``dev``),
-plus ``fleet_connected`` (``connected``, ``devices``) once the connections are up, ``chaos`` for each device fault
-injected (``settings.chaos``, see ``device_sim.chaos``) and ``fleet_finished`` (``seconds``, ``stopped``) at the end.
+All connections are driven by one network loop (``device_sim.netloop.NetLoop``: one thread, a selector over every
+socket, plus every device's timers); training runs on a pool of ``settings.workers`` threads.
+
+Progress events passed to ``progress`` (called from the network loop and training threads, so keep it quick and
+thread-safe): ``connected`` / ``skip`` / ``up`` / ``ack`` / ``resend`` / ``gave_up`` / ``done`` from each device
+(with ``dev``), plus ``fleet_connected`` (``connected``, ``devices``, live ``threads``) once the connections are up,
+``chaos`` for each device fault injected (``settings.chaos``, see ``device_sim.chaos``) and ``fleet_finished``
+(``seconds``, ``stopped``) at the end.
 Devices that a ``drop-devices`` fault made vanish are not waited for.
 """
 
@@ -20,10 +24,12 @@ from device_sim.attack import parse_attack
 from device_sim.battery import Battery
 from device_sim.chaos import FleetChaos
 from device_sim.device import SimDevice
+from device_sim.netloop import NetLoop
 from device_sim.population import DeviceProfile, build_population
 from device_sim.provisioned import logins_for
 from device_sim.report import FleetReport
 from device_sim.settings import FleetSettings
+from device_sim.usage import process_usage, raise_fd_limit, rss_mb
 from flcore.datasets import Dataset
 from flcore.endpoints import parse_broker_url
 from flcore.model import ModelSpec
@@ -43,20 +49,8 @@ def _wait(predicate: Callable[[], bool], stop: threading.Event, deadline: float 
     return True
 
 
-def run_fleet(
-    settings: FleetSettings, dataset: Dataset, stop: threading.Event, progress: Progress | None = None
-) -> FleetReport:
-    """Connect every device, serve tasks until every device saw ``done: true`` (or ``stop`` / ``run_timeout``).
-
-    Raises ConnectionError (a readable message) when devices cannot reach the broker at all, ValueError when
-    ``settings.provisioned`` does not hold every simulated device.
-    """
-    started = time.monotonic()
-    end = None if settings.run_timeout is None else started + settings.run_timeout
-    profiles = build_population(settings, dataset.y_train)
-    model = settings.battery_model()
-    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="iotfl-train")
-    devices: list[SimDevice] = []
+def emitter(progress: Progress | None) -> Progress:
+    """``progress`` made safe to call from any thread: a failing callback is logged, never raised."""
 
     def emit(event: dict[str, Any]) -> None:
         if progress is not None:
@@ -64,6 +58,33 @@ def run_fleet(
                 progress(event)
             except Exception:
                 log.exception("progress callback failed on %s", event.get("event"))
+
+    return emit
+
+
+def run_fleet(
+    settings: FleetSettings, dataset: Dataset, stop: threading.Event, progress: Progress | None = None
+) -> FleetReport:
+    """Connect every device, serve tasks until every device saw ``done: true`` (or ``stop`` / ``run_timeout``).
+
+    With ``settings.sim == "batched"`` the devices train together over shared connections (``batch_fleet``).
+    Raises ConnectionError (a readable message) when devices cannot reach the broker at all, ValueError when
+    ``settings.provisioned`` does not hold every simulated device.
+    """
+    emit = emitter(progress)
+    if settings.sim == "batched":
+        from device_sim.batch_fleet import BatchedFleet
+
+        return BatchedFleet(settings, dataset, stop, emit).run()
+    started = time.monotonic()
+    end = None if settings.run_timeout is None else started + settings.run_timeout
+    profiles = build_population(settings, dataset.y_train)
+    model = settings.battery_model()
+    base_rss = rss_mb()
+    raise_fd_limit(settings.devices)
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="iotfl-train")
+    net = NetLoop(name="iotfl-net")
+    devices: list[SimDevice] = []
 
     chaos = FleetChaos(settings.chaos_plan(), settings.seed, emit)
 
@@ -77,6 +98,7 @@ def run_fleet(
     attack = parse_attack(settings.attack) if settings.attack else None
     attackers = set() if attack is None else attack.choose(trainers(profiles, dataset), len(profiles), settings.seed)
     finished = False
+    threads = threading.active_count()
     try:
         for p in profiles:
             if stop.is_set():
@@ -96,6 +118,7 @@ def run_fleet(
                 on_event=on_event,
                 key=keys.get(p.dev),
                 login=logins.get(p.dev),
+                net=net,
             )
             device.slow = p.dev in slow
             device.attack = hostile
@@ -120,17 +143,27 @@ def run_fleet(
             settings.gateways,
             parse_broker_url(settings.broker),
         )
-        emit({"event": "fleet_connected", "connected": up, "devices": len(devices)})
+        threads = threading.active_count()
+        emit({"event": "fleet_connected", "connected": up, "devices": len(devices), "threads": threads})
         chaos.start(devices)
         finished = _wait(lambda: all(d.done.is_set() or d.vanished for d in devices), stop, end, step=0.2)
     finally:
+        threads = max(threads, threading.active_count())  # now with the training threads
         chaos.stop()
         _stop_all(devices)
         pool.shutdown(wait=True, cancel_futures=True)
+        net.stop()
     seconds = time.monotonic() - started
     emit({"event": "fleet_finished", "seconds": seconds, "stopped": not finished})
     reports = [d.report for d in devices]
-    return FleetReport(reports, seconds, stopped=not finished, chaos=chaos.events, attackers=sorted(attackers))
+    return FleetReport(
+        reports,
+        seconds,
+        stopped=not finished,
+        chaos=chaos.events,
+        attackers=sorted(attackers),
+        process=process_usage(base_rss, threads),
+    )
 
 
 def trainers(profiles: list[DeviceProfile], dataset: Dataset) -> list[str]:

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from device_sim.netloop import TimerHandle
+
 log = logging.getLogger(__name__)
 
 
@@ -30,24 +32,27 @@ class Pending:
     sub: int
     payload: bytes
     sends: int = 1
-    timer: threading.Timer | None = None
+    timer: TimerHandle | None = None
+    armed: int = 0  # counts (re)arms: a timer that fires after a re-arm is stale
 
 
 class Outbox:
-    """Kept updates by ``seq``, each with an ack timer (a daemon ``threading.Timer``); thread-safe."""
+    """Kept updates by ``seq``, each with an ack timer on the device's network loop (``call_later``, e.g.
+    ``NetLoop.call_later``: a heap entry, not a thread per timer); thread-safe."""
 
     def __init__(
         self,
         ack_timeout: float,
         max_resends: int,
         *,
+        call_later: Callable[..., TimerHandle],
         online: Callable[[], bool],
         resend: Callable[[Pending], None],
         give_up: Callable[[Pending], None],
     ):
         self.ack_timeout = ack_timeout
         self.max_resends = max_resends
-        self._online, self._resend, self._give_up = online, resend, give_up
+        self._call_later, self._online, self._resend, self._give_up = call_later, online, resend, give_up
         self._items: dict[int, Pending] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -96,15 +101,13 @@ class Outbox:
         if pending.timer is not None:
             pending.timer.cancel()
         wait = self.ack_timeout if delay is None else delay
-        timer = threading.Timer(wait, self._timeout, args=(pending.seq, bonus))
-        timer.daemon = True
-        pending.timer = timer
-        timer.start()
+        pending.armed += 1
+        pending.timer = self._call_later(wait, self._timeout, pending.seq, bonus, pending.armed)
 
-    def _timeout(self, seq: int, bonus: bool = False) -> None:
+    def _timeout(self, seq: int, bonus: bool, armed: int) -> None:
         with self._lock:
             pending = self._items.get(seq)
-            if self._closed or pending is None or pending.timer is not threading.current_thread():
+            if self._closed or pending is None or pending.armed != armed:
                 return  # settled, or re-armed since this timer started
             if not self._online():
                 self._arm(pending)  # a send now would only queue inside paho; wait for the reconnect

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from device_sim.battery import Battery
+from flcore.messages import Task
 from flcore.model import ModelSpec
 from flcore.resources import can_train
 
@@ -66,4 +67,26 @@ def decide(
     return None
 
 
-__all__ = ["SKIP_REASONS", "awake", "decide", "draw", "selected", "shuffle_seed"]
+def decide_task(task: Task, *, ram_class: str, battery: Battery, duty: float, dev: str, seed: int) -> str | None:
+    """``decide`` for a received task: None to train, else the skip reason."""
+    return decide(
+        spec=task.spec,
+        batch=task.batch,
+        ram_class=ram_class,
+        battery=battery,
+        min_battery=task.min_battery,
+        select=task.select,
+        duty=duty,
+        dev=dev,
+        round=task.round,
+        sub=task.sub,
+        seed=seed,
+    )
+
+
+def skip_state(reason: str) -> str:
+    """The state a skipping device reports: ``sleeping`` when it skips for battery or duty, else ``online``."""
+    return "sleeping" if reason in ("duty", "battery") else "online"
+
+
+__all__ = ["SKIP_REASONS", "awake", "decide", "decide_task", "draw", "selected", "shuffle_seed", "skip_state"]

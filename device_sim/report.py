@@ -31,6 +31,22 @@ class DeviceReport:
     battery_by_round: dict[int, tuple[float, int]] = field(default_factory=dict)
     updates: list[list[Any]] = field(default_factory=list)
 
+    def record_round(self, rnd: int, level: float, trained: bool) -> None:
+        """The battery ``level`` after round ``rnd``, and one more training in it when ``trained``."""
+        _, before = self.battery_by_round.get(rnd, (0.0, 0))
+        self.battery_by_round[rnd] = (round(level, 4), before + int(trained))
+        self.battery = level
+
+    def record_skip(self, reason: str, rnd: int, level: float) -> None:
+        """A task of round ``rnd`` declined for ``reason``; ``level`` is the battery after it."""
+        self.skips[reason] = self.skips.get(reason, 0) + 1
+        self.record_round(rnd, level, trained=False)
+
+    def count_send(self, payload: bytes) -> None:
+        """One ``up`` published (a first send or a re-send)."""
+        self.ups += 1
+        self.bytes_up += len(payload)
+
     def settle(self, seq: int, status: str) -> None:
         """Record the ack status of the update ``seq`` (its first answer)."""
         for entry in reversed(self.updates):
@@ -54,6 +70,7 @@ class FleetReport:
     stopped: bool  # True when ended by ``stop`` or ``run_timeout`` rather than by done=true
     chaos: list[dict[str, Any]] = field(default_factory=list)  # device faults injected, in order
     attackers: list[str] = field(default_factory=list)  # devices sending poisoned updates (settings.attack)
+    process: dict[str, float | int] = field(default_factory=dict)  # the fleet process's memory and CPU (usage.py)
 
     @property
     def bytes_up(self) -> int:
@@ -99,6 +116,7 @@ class FleetReport:
             "battery_by_round": {str(r): v for r, v in self.battery_by_round.items()},
             "chaos": self.chaos,
             "attackers": sorted(self.attackers),
+            "process": self.process,
             "per_device": [
                 {
                     "dev": d.dev,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -10,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from device_sim.attack import parse_attack
 from device_sim.battery import BatteryModel, Profile
 from flcore.chaos import ChaosPlan, parse_chaos
+from flcore.encodings import DEFAULT_TOPK, INT8, check_encoding
 from flcore.resources import RAM_CLASSES
 from flcore.signing import KeyFileError, parse_key_file
 from flcore.topics import check_id
@@ -23,6 +25,11 @@ class FleetSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
     devices: int = Field(50, ge=1, le=10_000, description="Simulated devices d0000…, each its own MQTT connection.")
+    sim: Literal["device", "batched"] = Field(
+        "device",
+        description="device: a connection and a training per device; batched: every device of a round trains in one "
+        "batched step and a shared connection per gateway carries their updates (device_sim.batch_fleet).",
+    )
     gateways: int = Field(5, ge=1, le=1000, description="Gateways gw0…gw{G-1}; device i belongs to gateway i mod G.")
     broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host:port or mqtts://… (TLS).")
     fleet: str = Field("default", description="Fleet name, the second level of every topic.")
@@ -99,6 +106,18 @@ class FleetSettings(BaseSettings):
         None, description="Poisoning attackers KIND:PCT, KIND sign-flip | scale10 | label-flip (device_sim.attack)."
     )
 
+    enc: str = Field(
+        INT8, description="Update encoding when a task names none: int8 | int4 | topk | f32 (flcore.encodings)."
+    )
+    topk: float = Field(
+        DEFAULT_TOPK, gt=0, le=1, description="topk: fraction of the delta's values each update keeps (a task's wins)."
+    )
+
+    @field_validator("enc")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        return check_encoding(value.strip())
+
     @field_validator("fleet")
     @classmethod
     def _fleet_id(cls, value: str) -> str:
@@ -147,6 +166,26 @@ class FleetSettings(BaseSettings):
             raise ValueError(f"battery_start must satisfy 0 <= low <= high <= 1, got {self.battery_start}")
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must be >= reconnect_min")
+        return self
+
+    @model_validator(mode="after")
+    def _batched_scope(self) -> FleetSettings:
+        if self.sim == "batched":
+            unsupported = [
+                name
+                for name, on in (
+                    ("chaos", self.chaos),
+                    ("attack", self.attack),
+                    ("dp_clip", self.dp_clip > 0),
+                    ("provisioned", self.provisioned),
+                )
+                if on
+            ]
+            if unsupported:
+                raise ValueError(
+                    f"sim=batched does not simulate {', '.join(unsupported)}: use sim=device for that "
+                    "(batched shares one connection per gateway, see docs/protocol.md)"
+                )
         return self
 
     @model_validator(mode="after")

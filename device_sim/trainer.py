@@ -20,7 +20,7 @@ _configured = threading.Lock()
 _done = False
 
 
-def _configure() -> None:
+def configure_threads() -> None:
     """One intra-op thread: many tiny models share 2 cores, and torch's own thread pool only adds contention."""
     global _done
     with _configured:
@@ -47,7 +47,7 @@ def forward(spec: ModelSpec, theta: torch.Tensor, x: torch.Tensor) -> torch.Tens
 def _sgd(
     spec: ModelSpec, w: np.ndarray, x: np.ndarray, y: np.ndarray, lr: float, epochs: int, batch: int, seed: int
 ) -> tuple[np.ndarray, float]:
-    _configure()
+    configure_threads()
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"need one label per sample and at least one sample, got {len(x)} and {len(y)}")
     if batch < 1 or epochs < 0:
@@ -97,4 +97,4 @@ def train_centralized(dataset: Dataset, epochs: int = 40, lr: float = 0.1, batch
     return accuracy
 
 
-__all__ = ["forward", "train_centralized", "train_local"]
+__all__ = ["configure_threads", "forward", "train_centralized", "train_local"]

@@ -1,14 +1,27 @@
 """The one error a receiver raises for a bad wire message.
 
 ``WireError`` carries a reason code from the contract (``decode``, ``version``, ``schema``, ``dev_mismatch``,
-``n_range``, ``length``, ``scale``, ``loss``, ``too_large``; ``signature`` for a signed update) and the message's
-``round``/``seq`` when they could be read, so the receiver can still ack the sender.
+``n_range``, ``length``, ``scale``, ``loss``, ``too_large``; ``signature`` for a signed update, ``enc`` for an
+encoding the receiver does not know) and the message's ``round``/``seq`` when they could be read, so the receiver
+can still ack the sender.
 """
 
 from __future__ import annotations
 
 REASONS = frozenset(
-    {"decode", "version", "schema", "dev_mismatch", "n_range", "length", "scale", "loss", "too_large", "signature"}
+    {
+        "decode",
+        "version",
+        "schema",
+        "dev_mismatch",
+        "n_range",
+        "length",
+        "scale",
+        "loss",
+        "too_large",
+        "signature",
+        "enc",
+    }
 )
 
 

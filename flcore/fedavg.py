@@ -6,34 +6,101 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flcore.quantize import chunk_count
+
+# int8 updates are folded a block at a time: a few numpy calls per update would cost more than the arithmetic at the
+# model sizes devices train, one vectorized pass per block does not. The block's float64 copy stays ≤ 8 MiB.
+BLOCK_UPDATES = 64
+BLOCK_FLOATS = 1 << 20
+
 
 @dataclass
 class WeightedSum:
-    """A running Σ n·delta with its sample count ``n``, update count ``k`` and Σ n·loss."""
+    """A running Σ n·delta (``total``, float64) with its sample count ``n``, update count ``k`` and Σ n·loss.
+
+    Updates are summed in the order they are added, int8 ones in blocks of up to ``BLOCK_UPDATES`` (fewer for large
+    models) that close by count alone: reading ``total`` includes an unfinished block without closing it, so the
+    float64 rounding depends only on the sequence of updates (a replayed journal sums bit for bit the same).
+    """
 
     size: int
-    total: np.ndarray = field(init=False)
     n: int = 0
     k: int = 0
     loss_sum: float = 0.0
+    _folded: np.ndarray = field(init=False, repr=False)
+    _block: list[tuple[np.ndarray, np.ndarray, int]] = field(init=False, repr=False)
+    _block_chunk: int = field(init=False, default=0, repr=False)
+    _block_size: int = field(init=False, default=1, repr=False)
 
     def __post_init__(self) -> None:
-        self.total = np.zeros(self.size, dtype=np.float64)
+        self._folded = np.zeros(self.size, dtype=np.float64)
+        self._block = []
+        self._block_size = max(1, min(BLOCK_UPDATES, BLOCK_FLOATS // max(1, self.size)))
+
+    @property
+    def total(self) -> np.ndarray:
+        """Σ n·delta so far (float64; treat it as read-only)."""
+        return self._folded + self._block_sum() if self._block else self._folded
+
+    @total.setter
+    def total(self, value: np.ndarray) -> None:
+        self._folded = np.array(value, dtype=np.float64)
+        self._block = []
 
     def add(self, delta: np.ndarray, n: int, loss: float) -> None:
         """Fold in one device update trained on ``n`` samples."""
         self.add_sum(n * np.asarray(delta, dtype=np.float64), n, 1, loss)
 
+    def add_quantized(self, q: np.ndarray, scales: np.ndarray, chunk: int, n: int, loss: float) -> None:
+        """Fold in one int8 update as on the wire (``q`` × its chunk's scale) without a float32 delta in between;
+        ``q`` and ``scales`` are read when its block closes, so they must not change afterwards (decoded ones are
+        read-only views of the payload)."""
+        if q.shape != (self.size,) or q.dtype != np.int8:
+            raise ValueError(f"q must be int8 of shape ({self.size},), got {q.dtype} {q.shape}")
+        if scales.shape != (chunk_count(self.size, chunk),):
+            raise ValueError(f"{self.size} values with chunk {chunk} need {chunk_count(self.size, chunk)} scales")
+        _check_counts(n, 1)
+        if self._block and chunk != self._block_chunk:
+            self._close_block()
+        self._block.append((q, scales, n))
+        self._block_chunk = chunk
+        self._count(n, 1, loss)
+        if len(self._block) == self._block_size:
+            self._close_block()
+
     def add_sum(self, weighted: np.ndarray, n: int, k: int, loss: float) -> None:
         """Fold in an already weighted sum (a gateway aggregate) whose samples average ``loss``."""
         if weighted.shape != (self.size,):
             raise ValueError(f"sum has shape {weighted.shape}, expected ({self.size},)")
-        if n <= 0 or k <= 0:
-            raise ValueError(f"n and k must be positive, got n={n} k={k}")
-        self.total += weighted
+        _check_counts(n, k)
+        if self._block:
+            self._close_block()  # keeps the order of the sum the order of the updates
+        self._folded += weighted
+        self._count(n, k, loss)
+
+    def _count(self, n: int, k: int, loss: float) -> None:
         self.n += n
         self.k += k
         self.loss_sum += n * float(loss)
+
+    def _close_block(self) -> None:
+        self._folded += self._block_sum()
+        self._block = []
+
+    def _block_sum(self) -> np.ndarray:
+        """Σ n·q·scale over the open block in one pass: n·scale (17 + 24 bits) times q (7 bits) is exact in float64."""
+        chunk, rows = self._block_chunk, len(self._block)
+        q = np.stack([b[0] for b in self._block]).astype(np.float64)
+        w = np.stack([b[1] for b in self._block]).astype(np.float64)
+        w *= np.array([b[2] for b in self._block], dtype=np.float64)[:, None]
+        full = self.size // chunk
+        out = np.empty(self.size, dtype=np.float64)
+        out[: full * chunk] = np.einsum(
+            "bc,bcj->cj", w[:, :full], q[:, : full * chunk].reshape(rows, full, chunk)
+        ).ravel()
+        if full * chunk < self.size:
+            out[full * chunk :] = np.einsum("b,bj->j", w[:, full], q[:, full * chunk :])
+        return out
 
     @property
     def mean_loss(self) -> float:
@@ -50,3 +117,8 @@ def apply(base: np.ndarray, acc: WeightedSum, server_lr: float = 1.0) -> np.ndar
     if np.shape(base) != (acc.size,):
         raise ValueError(f"base has shape {np.shape(base)}, expected ({acc.size},)")
     return (np.asarray(base, dtype=np.float32) + np.float32(server_lr) * acc.mean_delta()).astype(np.float32)
+
+
+def _check_counts(n: int, k: int) -> None:
+    if n <= 0 or k <= 0:
+        raise ValueError(f"n and k must be positive, got n={n} k={k}")

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from flcore.encodings import ENCODINGS, F32, INT8, MAX_SCALE, SIZED, TOPK, Encoded, parse
 from flcore.errors import WireError
 from flcore.model import ModelSpec
-from flcore.quantize import MAX_CHUNK, chunk_count, dequantize
+from flcore.quantize import MAX_CHUNK
 from flcore.schema import WIRE_VERSION, Fields, is_number, pack, unpack
 from flcore.signing import SIG_BYTES, SIG_TAIL, TAIL_BYTES, attach, sign
 from flcore.topics import is_valid_id
@@ -25,10 +26,12 @@ MAX_SAMPLES = 100_000
 MAX_SEQ = (1 << 63) - 1
 # The cloud stores rounds, versions and update counts as 32-bit SQL INTEGER, byte and sample totals as 64-bit.
 MAX_INT32 = (1 << 31) - 1
-# Hostile-input caps: a largest update (|delta| ≤ 127·MAX_SCALE, n ≤ MAX_SAMPLES) keeps n·delta, summed over ~10⁷
-# updates, finite in float32, so one device cannot turn its gateway's aggregate (or model) into inf; and n·loss
-# summed over a fleet stays finite in float64 (an inf mean loss would make the cloud's JSON unservable).
-MAX_SCALE = 1e24
+# `p` of an int4/topk update: a model no larger than the largest bin the decoder takes (64 MiB of float32).
+MAX_PARAMS = 1 << 24
+# Hostile-input caps: a largest update (|delta| ≤ 127·MAX_SCALE, in flcore.encodings; n ≤ MAX_SAMPLES) keeps
+# n·delta, summed over ~10⁷ updates, finite in float32, so one device cannot turn its gateway's aggregate (or model)
+# into inf; and n·loss summed over a fleet stays finite in float64 (an inf mean loss would make the cloud's JSON
+# unservable).
 MAX_LOSS = 1e30
 ACK_STATUSES = ("accepted", "duplicate", "late", "rejected")
 DEVICE_STATES = ("online", "sleeping", "offline")
@@ -54,8 +57,13 @@ def _without_none(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 @dataclass(frozen=True, eq=False)
 class Up:
-    """A device's int8-quantized model delta for one (round, sub); ``sig`` is the HMAC of a signed one
-    (``flcore.signing``)."""
+    """A device's quantized model delta for one (round, sub); ``sig`` is the HMAC of a signed one
+    (``flcore.signing``).
+
+    ``enc`` names how ``q``/``scales``/``idx`` carry the delta (``flcore.encodings``): for int8 and int4 ``q`` holds
+    P int8 values (int4's unpacked), for topk the k kept values at ``idx`` of a ``p``-value model, for f32 the
+    float32 delta. ``p`` is only needed for topk (P is ``len(q)`` otherwise).
+    """
 
     dev: str
     round: int
@@ -69,12 +77,41 @@ class Up:
     sub: int = 0
     meta: dict[str, Any] | None = None
     sig: bytes | None = None
+    enc: str = INT8
+    idx: np.ndarray | None = None
+    p: int | None = None
 
-    def delta(self) -> np.ndarray:
-        return dequantize(self.q, self.scales, self.chunk)
+    @classmethod
+    def of(
+        cls,
+        body: Encoded,
+        dev: str,
+        round: int,
+        base: int,
+        n: int,
+        loss: float,
+        seq: int,
+        sub: int = 0,
+        meta: dict[str, Any] | None = None,
+    ) -> Up:
+        """An update carrying an encoded delta (``flcore.encodings.encode``)."""
+        p = body.size if body.enc == TOPK else None
+        return cls(
+            dev, round, base, n, loss, seq, body.chunk, body.scales, body.q, sub, meta, None, body.enc, body.idx, p
+        )
+
+    @property
+    def body(self) -> Encoded:
+        size = len(self.q) if self.p is None else self.p
+        return Encoded(self.enc, size, self.chunk, self.scales, self.q, self.idx)
+
+    def delta(self, dtype: type[np.floating] = np.float32) -> np.ndarray:
+        return self.body.delta(dtype)
 
     def encode(self, key: bytes | None = None) -> bytes:
-        """The wire bytes; signed with ``key`` when given, else carrying ``sig`` when set (a decoded signed one)."""
+        """The wire bytes; signed with ``key`` when given, else carrying ``sig`` when set (a decoded signed one).
+        An int8 update writes no ``enc``: its bytes are the contract's v1 ``up``."""
+        body = self.body
         payload = pack(
             _without_none(
                 [
@@ -88,9 +125,12 @@ class Up:
                     ("seq", self.seq),
                     ("chunk", self.chunk),
                     ("scales", _f32_bytes(self.scales)),
-                    ("q", np.asarray(self.q, dtype=np.int8).tobytes()),
+                    ("q", body.q_bytes()),
                     ("sub", self.sub or None),
                     ("meta", self.meta),
+                    ("enc", None if self.enc == INT8 else self.enc),
+                    ("p", body.size if self.enc in SIZED else None),
+                    ("idx", body.idx_bytes()),
                 ]
             )
         )
@@ -118,20 +158,26 @@ class Up:
         scales_raw, q_raw = f.bin("scales"), f.bin("q")
         sub = f.integer("sub", optional=True, lo=0) or 0
         meta = f.mapping("meta", optional=True)
+        enc = f.text("enc", optional=True)
+        enc = INT8 if enc is None else enc
+        if enc not in ENCODINGS:
+            raise f.fail("enc", f"unknown encoding {enc!r}")
+        p = f.integer("p", lo=1, hi=MAX_PARAMS) if enc in SIZED else None
+        idx_raw = f.bin("idx") if enc == TOPK else None
         if not is_valid_id(dev) or (topic_dev is not None and dev != topic_dev):
             raise f.fail("dev_mismatch", f"payload dev {dev!r} != topic dev {topic_dev!r}")
         if not 1 <= n <= max_samples:
             raise f.fail("n_range", f"n={n} outside 1..{max_samples}")
         if not 1 <= chunk <= MAX_CHUNK:
             raise f.fail("schema", f"chunk={chunk} outside 1..{MAX_CHUNK}")
-        size = len(q_raw) if params is None else params
-        if len(q_raw) != size:
-            raise f.fail("length", f"q has {len(q_raw)} values, the model has {size}")
-        if len(scales_raw) != 4 * chunk_count(size, chunk):
-            raise f.fail("length", f"scales has {len(scales_raw)} bytes, expected {4 * chunk_count(size, chunk)}")
-        scales = _f32(scales_raw)
-        if not (np.all(np.isfinite(scales)) and np.all(scales >= 0) and np.all(scales <= MAX_SCALE)):
-            raise f.fail("scale", f"every scale must be finite and in 0..{MAX_SCALE:g}")
+        # Without the round's P (a decoder on its own), an int8 update's P is len(q), an f32 one's len(q) / 4.
+        size = params if params is not None else p if p is not None else len(q_raw) // (4 if enc == F32 else 1)
+        if p is not None and p != size:
+            raise f.fail("length", f"p={p}, the model has {size}")
+        try:
+            body = parse(enc, size, chunk, scales_raw, q_raw, idx_raw)
+        except WireError as exc:
+            raise f.fail(exc.reason, exc.detail) from None
         if not (np.isfinite(loss) and abs(loss) <= MAX_LOSS):
             raise f.fail("loss", f"loss is not finite or beyond ±{MAX_LOSS:g}")
         if meta is not None:
@@ -148,13 +194,13 @@ class Up:
             isinstance(sig, bytes) and len(sig) == SIG_BYTES and bytes(data[-TAIL_BYTES:]) == SIG_TAIL + sig
         ):
             raise f.fail("signature", "sig must be bin 32 and the last field of the map")
-        q = np.frombuffer(q_raw, dtype=np.int8).copy()
-        return cls(dev, rnd, base, n, loss, seq, chunk, scales, q, sub, meta, sig)
+        return cls(dev, rnd, base, n, loss, seq, chunk, body.scales, body.q, sub, meta, sig, enc, body.idx, p)
 
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """The retained round announcement a gateway publishes to its devices."""
+    """The retained round announcement a gateway publishes to its devices; ``enc`` (and ``topk``, the kept fraction
+    of a topk update) names the encoding the devices should use, None = their own setting (``flcore.encodings``)."""
 
     round: int
     base: int
@@ -169,6 +215,8 @@ class Task:
     select: list[str] | float | None = None
     sub: int = 0
     done: bool = False
+    enc: str | None = None
+    topk: float | None = None
 
     @property
     def spec(self) -> ModelSpec:
@@ -193,6 +241,8 @@ class Task:
                     ("select", self.select),
                     ("sub", self.sub or None),
                     ("done", self.done or None),
+                    ("enc", self.enc),
+                    ("topk", self.topk),
                 ]
             )
         )
@@ -224,7 +274,15 @@ class Task:
             raise f.fail("schema", "select must be a fraction in 0..1 or a list of device ids")
         sub = f.integer("sub", optional=True, lo=0) or 0
         done = bool(f.flag("done", optional=True))
-        return cls(rnd, base, spec.layers, w, lr, epochs, batch, chunk, deadline, min_battery, select, sub, done)
+        # An encoding this receiver does not know is ignored like an unknown key: the device keeps its own.
+        enc = f.text("enc", optional=True)
+        topk = f.finite("topk", optional=True)
+        if topk is not None and not 0.0 < topk <= 1.0:
+            raise f.fail("schema", f"topk={topk} outside (0, 1]")
+        known = enc if enc in ENCODINGS else None
+        return cls(
+            rnd, base, spec.layers, w, lr, epochs, batch, chunk, deadline, min_battery, select, sub, done, known, topk
+        )
 
 
 @dataclass(frozen=True)

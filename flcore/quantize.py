@@ -1,7 +1,8 @@
 """Per-chunk symmetric int8 quantization of a float32 vector (the contract's `scales` + `q`).
 
 Deterministic mode is the reference every sender must reproduce byte for byte, so it is spelled out in float32:
-``scale = float32(max|x|) / float32(127)``; ``q = clamp(round_half_away(x / scale), -127, 127)``; a chunk whose
+``scale = float32(max|x|) / float32(127)``; ``q = clamp(round_half_away(x / scale), -127, 127)`` (``qmax`` = 7
+instead of 127 for the 4-bit encoding, ``flcore.encodings.int4``); a chunk whose
 ``max|x|`` is 0 has scale 0 and all-zero ``q``. Stochastic mode rounds ``x / scale`` up with probability equal to
 its fractional part, which makes the dequantized value unbiased.
 """
@@ -30,14 +31,19 @@ def _padded(x: np.ndarray, chunk: int) -> np.ndarray:
     return out.reshape(n, chunk)
 
 
-def quantize(x: np.ndarray, chunk: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Quantize ``x`` to ``(scales float32[ceil(P/chunk)], q int8[P])``; pass ``rng`` for stochastic rounding."""
+def quantize(
+    x: np.ndarray, chunk: int, rng: np.random.Generator | None = None, qmax: int = QMAX
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize ``x`` to ``(scales float32[ceil(P/chunk)], q int8[P])`` with ``|q| ≤ qmax`` (127 for the wire's
+    int8, 7 for int4); pass ``rng`` for stochastic rounding."""
     _check_chunk(chunk)
+    if not 1 <= qmax <= QMAX:
+        raise ValueError(f"qmax must be in 1..{QMAX}, got {qmax}")
     x = np.asarray(x, dtype=np.float32).ravel()
     if not np.all(np.isfinite(x)):
         raise ValueError("cannot quantize non-finite values")
     blocks = _padded(x, chunk)
-    scales = (np.abs(blocks).max(axis=1) / np.float32(QMAX)).astype(np.float32)
+    scales = (np.abs(blocks).max(axis=1) / np.float32(qmax)).astype(np.float32)
     safe = np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)
     ratio = (blocks / safe[:, None]).astype(np.float32)
     if rng is None:
@@ -47,18 +53,17 @@ def quantize(x: np.ndarray, chunk: int, rng: np.random.Generator | None = None) 
     else:
         floor = np.floor(ratio)
         rounded = floor + (rng.random(ratio.shape, dtype=np.float32) < (ratio - floor))
-    q = np.clip(rounded, -QMAX, QMAX).astype(np.int8).ravel()[: x.size]
+    q = np.clip(rounded, -qmax, qmax).astype(np.int8).ravel()[: x.size]
     return scales, q
 
 
-def dequantize(q: np.ndarray, scales: np.ndarray, chunk: int) -> np.ndarray:
-    """The float32 vector ``q · scale`` (per chunk)."""
+def dequantize(q: np.ndarray, scales: np.ndarray, chunk: int, dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """The vector ``q · scale`` (per chunk) in float32, or exactly in float64 (a 7-bit × 24-bit product)."""
     _check_chunk(chunk)
     q = np.asarray(q, dtype=np.int8)
-    scales = np.asarray(scales, dtype=np.float32)
+    scales = np.asarray(scales, dtype=np.float32).astype(dtype, copy=False)
     if scales.size != chunk_count(q.size, chunk):
         raise ValueError(
             f"{q.size} values with chunk {chunk} need {chunk_count(q.size, chunk)} scales, got {scales.size}"
         )
-    per_value = np.repeat(scales, chunk)[: q.size]
-    return (q.astype(np.float32) * per_value).astype(np.float32)
+    return q * np.repeat(scales, chunk)[: q.size]  # int8 × float is computed (and returned) in the float's type

@@ -29,11 +29,11 @@ def unpack(data: bytes, kind: str, max_bytes: int | None = None) -> dict[str, An
         raise WireError("decode", f"not msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise WireError("decode", f"expected a map, got {type(obj).__name__}")
-    ident = dict(round=readable_int(obj.get("round")), seq=readable_int(obj.get("seq")))
-    if not is_int(obj.get("v")) or obj.get("v") != WIRE_VERSION:
-        raise WireError("version", f"v={obj.get('v')!r}, expected {WIRE_VERSION}", **ident)
+    version = obj.get("v")
+    if not is_int(version) or version != WIRE_VERSION:
+        raise Fields(obj).fail("version", f"v={version!r}, expected {WIRE_VERSION}")
     if obj.get("t") != kind:
-        raise WireError("schema", f"t={obj.get('t')!r}, expected {kind!r}", **ident)
+        raise Fields(obj).fail("schema", f"t={obj.get('t')!r}, expected {kind!r}")
     return obj
 
 
@@ -71,7 +71,10 @@ class Fields:
         return value
 
     def integer(self, key: str, optional: bool = False, lo: int | None = None, hi: int | None = None) -> Any:
-        value = self._get(key, is_int(self.obj.get(key)), "an int", optional)
+        value = self.obj.get(key)
+        # The common case in one type test (a bool is not an int here); anything else goes through the full check.
+        if type(value) is not int:
+            value = self._get(key, is_int(value), "an int", optional)
         if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
             raise self.fail("schema", f"field {key!r}={value} outside {lo}..{hi}")
         return value

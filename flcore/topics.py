@@ -48,6 +48,17 @@ class GatewayTopics:
     def ack(self, dev: str) -> str:
         return f"{self.prefix}/ack/{check_id(dev, 'device id')}"
 
+    @property
+    def ack_wildcard(self) -> str:
+        """Every device's ack topic of this gateway (what the batched simulator's shared connection reads)."""
+        return f"{self.prefix}/ack/+"
+
+    def device_of_ack(self, topic: str) -> str | None:
+        """The ``<dev>`` of an ``ack`` topic of this gateway, or None when it is not a valid one."""
+        head = f"{self.prefix}/ack/"
+        dev = topic[len(head) :] if topic.startswith(head) else None
+        return dev if is_valid_id(dev) else None
+
     def device_of(self, topic: str) -> str | None:
         """The ``<dev>`` of an ``up`` topic of this gateway, or None when it is not a valid one."""
         head = f"{self.prefix}/up/"

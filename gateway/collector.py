@@ -13,6 +13,10 @@ With a robust ``aggregation`` rule (``flcore.robust``) each accepted update of t
 int8 rows (k × P bytes); ``close()`` returns a sum whose ``total / n`` is the rule's robust mean delta (``n``, ``k``
 and the loss stay those of every accepted update). A stale update joins the rows scaled by its staleness weight.
 
+Every update's encoding (``enc``, ``flcore.encodings``) must be one of the gateway's ``encodings`` (default int8,
+int4 and topk), else it is ``rejected`` with reason ``enc`` right after (2); every accepted one is dequantized to the
+float delta that is folded, so the encodings mix freely within a round.
+
 In ``async`` mode (FedBuff-style, ``flcore.fedbuff``) rule 4 accepts an update up to ``MAX_STALENESS`` rounds
 behind the open round instead of acking it ``late``: it is folded into the open sub-round's sum with its ``n·delta``
 discounted by ``staleness_weight(s)``. Its dedup key stays (dev, its round, its sub). An update for the round that
@@ -24,9 +28,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from flcore.encodings import ACCEPTED_BY_DEFAULT, F32, TOPK, check_encoding
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.fedbuff import MAX_STALENESS, MODES, add_stale
@@ -85,6 +92,40 @@ class RoundTotals:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """An update accepted in a batch, with the topic and raw payload it came with (what the journal keeps)."""
+
+    update: Up
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """What the rules decided for one message before it is applied: an ``ack`` (None: park the update) and, when
+    accepted or parked, the decoded update."""
+
+    dev: str
+    topic: str
+    payload: bytes
+    ack: Ack | None
+    update: Up | None = None
+    staleness: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        return self.ack is not None and self.ack.status == "accepted"
+
+
+@dataclass
+class _Pending:
+    """Dedup keys (round, dev, sub) and seqs of the updates accepted earlier in the batch being judged."""
+
+    keys: set[tuple[int, str, int]] = field(default_factory=set)
+    seqs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The collector's answer: the device to ack, the ack, and the decoded update when it was accepted."""
 
@@ -106,9 +147,12 @@ class Collector:
         keys: KeyRing | None = None,
         aggregation: str = FEDAVG,
         rule_params: RuleParams | None = None,
+        encodings: Iterable[str] = ACCEPTED_BY_DEFAULT,
     ) -> None:
-        """``keys`` (a device's key, or None for a device without one) makes signed updates mandatory."""
+        """``keys`` (a device's key, or None for a device without one) makes signed updates mandatory;
+        ``encodings`` are the update encodings accepted."""
         self.topics = topics
+        self.encodings = frozenset(check_encoding(e) for e in encodings)
         self.keys = keys
         self.aggregation = check_rule(aggregation)
         self.rule_params = rule_params or RuleParams()
@@ -198,13 +242,37 @@ class Collector:
         nothing was folded or counted and the exception propagates. ``journaled`` marks an update replayed from the
         journal: its signature and ``seq`` were checked when it was first accepted.
         """
+        commit = None if before_accept is None else lambda accepted: before_accept(accepted[0].update)
+        return self.ingest_batch([(topic, payload)], commit, journaled)[0]
+
+    def ingest_batch(
+        self,
+        messages: Sequence[tuple[str, bytes]],
+        commit: Callable[[list[Accepted]], None] | None = None,
+        journaled: bool = False,
+    ) -> list[Verdict | None]:
+        """``ingest`` for several messages in arrival order, with one ``commit`` of all the accepted ones (the
+        gateway's group commit to its journal) before any of them is folded in.
+
+        Every message is judged as if the ones before it had been ingested (a second copy of an update accepted
+        earlier in the batch is a ``duplicate``). When ``commit`` raises, no message of the batch has changed the
+        collector (nothing folded, counted or parked) and the exception propagates.
+        """
+        pending = _Pending()
+        judged = [self._judge(topic, payload, journaled, pending) for topic, payload in messages]
+        accepted = [j for j in judged if j is not None and j.accepted]
+        if accepted and commit is not None:
+            commit([Accepted(j.update, j.topic, j.payload) for j in accepted if j.update is not None])
+        return [None if j is None else self._settle(j) for j in judged]
+
+    def _judge(self, topic: str, payload: bytes, journaled: bool, pending: _Pending) -> _Judged | None:
+        """Rules 1–5 without changing any state but the dropped-topic counter; ``pending`` holds the dedup keys and
+        seqs of the updates accepted earlier in the same batch."""
         dev = self.topics.device_of(topic)
         if dev is None:
             self.counters[DROPPED_TOPIC] += 1
             log.warning("dropped an update on invalid topic %r (%d bytes)", topic, len(payload))
             return None
-        if self.totals is not None:
-            self.totals.bytes_up += len(payload)
         opening = self.opening
         try:
             up = Up.decode(
@@ -216,33 +284,55 @@ class Collector:
             )
         except WireError as exc:
             log.info("rejected update from %s: %s", dev, exc)
-            return self._answer(dev, Ack(exc.round, exc.seq, "rejected", exc.reason))
+            return _Judged(dev, topic, payload, Ack(exc.round, exc.seq, "rejected", exc.reason))
+
+        def answer(status: str, reason: str) -> _Judged:
+            return _Judged(dev, topic, payload, Ack(up.round, up.seq, status, reason))
+
+        if up.enc not in self.encodings:
+            log.info("rejected update from %s: encoding %s is not one of %s", dev, up.enc, sorted(self.encodings))
+            return answer("rejected", "enc")
         signed = self.keys is not None and not journaled
         refused = self._signature_problem(up, payload) if signed else None
         if refused is not None:
-            return self._answer(dev, Ack(up.round, up.seq, "rejected", refused))
-        if (up.dev, up.sub) in self._accepted.get(up.round, ()):
-            return self._answer(dev, Ack(up.round, up.seq, "duplicate", "duplicate"))
-        if signed and up.seq <= self.seqs.get(up.dev, -1):
-            log.info("rejected update from %s: seq %d is not above %d", dev, up.seq, self.seqs[up.dev])
-            return self._answer(dev, Ack(up.round, up.seq, "rejected", "replay"))
+            return answer("rejected", refused)
+        key = (up.round, up.dev, up.sub)
+        if (up.dev, up.sub) in self._accepted.get(up.round, ()) or key in pending.keys:
+            return answer("duplicate", "duplicate")
+        last_seq = pending.seqs.get(up.dev, self.seqs.get(up.dev, -1))
+        if signed and up.seq <= last_seq:
+            log.info("rejected update from %s: seq %d is not above %d", dev, up.seq, last_seq)
+            return answer("rejected", "replay")
         if opening is None or up.round > opening.round or (up.round == opening.round and up.sub > opening.sub):
-            return self._answer(dev, Ack(up.round, up.seq, "rejected", "future_round"))
+            return answer("rejected", "future_round")
         staleness = opening.round - up.round
         if self.closed and staleness == 0 and self._mode == "async" and len(self._parked) < MAX_PARKED:
-            self._parked.setdefault((up.dev, up.round, up.sub), (topic, payload))
-            self.counters[PARKED] += 1
-            return None
+            return _Judged(dev, topic, payload, None, up)
         if self.closed or not (staleness == 0 and up.sub >= opening.sub or self._takes_stale(staleness)):
-            return self._answer(dev, Ack(up.round, up.seq, "late", "late"))
+            return answer("late", "late")
         # A stale update was trained from its own round's base, which can only be older than the open one.
         wrong_base = up.base >= opening.base if staleness else up.base != opening.base
         if wrong_base:
-            return self._answer(dev, Ack(up.round, up.seq, "rejected", "base_mismatch"))
-        if before_accept is not None:
-            before_accept(up)
-        self._fold(up, staleness)
-        return self._answer(dev, Ack(up.round, up.seq, "accepted", ""), up)
+            return answer("rejected", "base_mismatch")
+        pending.keys.add(key)
+        pending.seqs[up.dev] = max(up.seq, last_seq)
+        return _Judged(dev, topic, payload, Ack(up.round, up.seq, "accepted", ""), up, staleness)
+
+    def _settle(self, judged: _Judged) -> Verdict | None:
+        """Apply a judgement: count it, park or fold its update; the verdict to answer with (None when parked)."""
+        if self.totals is not None:
+            self.totals.bytes_up += len(judged.payload)
+        up, ack = judged.update, judged.ack
+        if ack is None:
+            assert up is not None  # a parked judgement carries its update
+            self._parked.setdefault((up.dev, up.round, up.sub), (judged.topic, judged.payload))
+            self.counters[PARKED] += 1
+            return None
+        if judged.accepted:
+            assert up is not None
+            self._fold(up, judged.staleness)
+        self.counters[ack.reason if ack.status == "rejected" else ack.status] += 1
+        return Verdict(judged.dev, ack, up if judged.accepted else None)
 
     def _signature_problem(self, up: Up, payload: bytes) -> str | None:
         """The reject reason when ``up`` is not signed by its device's key, else None."""
@@ -269,28 +359,31 @@ class Collector:
         self.seqs[up.dev] = max(up.seq, self.seqs.get(up.dev, up.seq))
         if staleness:
             # Not an answer to the open task: the device may still send its fresh update for this sub-round.
-            weight = add_stale(self.sum, up.delta(), up.n, up.loss, staleness)
+            weight = add_stale(self.sum, up.delta(np.float64), up.n, up.loss, staleness)
             self.totals.stale_weight += weight
             self.totals.stale += 1
             self.counters[STALE] += 1
             self.totals.devices.setdefault(up.dev, up.n)
         else:
             weight = 1.0
-            self.sum.add(up.delta(), up.n, up.loss)
+            if up.enc in (TOPK, F32):
+                self.sum.add(up.delta(), up.n, up.loss)
+            else:  # int8 and (unpacked) int4: n · scale · q straight from the wire
+                self.sum.add_quantized(up.q, up.scales, up.chunk, up.n, up.loss)
             self.sub_devices.add(up.dev)
             self.totals.devices[up.dev] = up.n
         if self.rows is not None:
-            self.rows.add(up.q, up.scales, up.chunk, up.n, weight)
+            if up.enc in (TOPK, F32):  # not P int8 values with per-chunk scales: held as a float row
+                self.rows.add_float(up.delta(), up.n, weight)
+            else:
+                self.rows.add(up.q, up.scales, up.chunk, up.n, weight)
         self.totals.k += 1
         self.totals.samples += up.n
         self.totals.loss_weighted += up.n * up.loss
 
-    def _answer(self, dev: str, ack: Ack, update: Up | None = None) -> Verdict:
-        self.counters[ack.reason if ack.status == "rejected" else ack.status] += 1
-        return Verdict(dev, ack, update)
-
 
 __all__ = [
+    "Accepted",
     "Collector",
     "DROPPED_TOPIC",
     "KeyRing",

@@ -1,7 +1,8 @@
 """The journal of the open round, so a restarted gateway resumes it: SQLite (WAL, full sync) in ``state_dir``.
 
-``update()`` commits an accepted update — (round, sub, dev, seq) and its raw payload — before the gateway publishes
-the ``accepted`` ack (and before paho sends the broker its PUBACK). The raw int8 payloads, not the running
+``updates()`` commits a batch of accepted updates — (round, sub, dev, seq) and the raw payload of each — in one
+transaction (one fsync: group commit) before the gateway publishes their ``accepted`` acks (and before paho sends the
+broker their PUBACKs). The raw int8 payloads, not the running
 Σ n·delta, are what is stored: they are 4× smaller than a float32 sum rewritten on every update, and replaying them
 through a fresh ``Collector`` rebuilds the sums, the dedup keys and the gateway weights exactly. ``closed()`` marks a
 sub-round closed. A new round forgets the payloads of earlier rounds but keeps their (dev, sub) keys for
@@ -21,13 +22,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flcore.messages import Up
-from gateway.collector import REMEMBERED_ROUNDS
+from gateway.collector import REMEMBERED_ROUNDS, Accepted
 from gateway.state_db import StateError, connect, state_path, transaction
 
 log = logging.getLogger(__name__)
@@ -115,23 +116,31 @@ class Journal:
         return (int(row[0]), int(row[1]), str(row[2]), replay) if replay.ups else None
 
     def update(self, up: Up, topic: str, payload: bytes, into_sub: int | None = None) -> None:
-        """Commit an accepted update durably (called before its ``accepted`` ack goes out); raises ``StateError``.
+        """Commit one accepted update durably (see ``updates``)."""
+        self.updates([Accepted(up, topic, payload)], into_sub)
+
+    def updates(self, accepted: Sequence[Accepted], into_sub: int | None = None) -> None:
+        """Commit accepted updates durably, in one transaction (called before their ``accepted`` acks go out);
+        raises ``StateError`` and then none of them is journaled.
 
         An update of an earlier round (async mode) is journaled as stale, folded into sub-round ``into_sub``.
         """
-        if self.round is None:
+        if self.round is None or not accepted:
             return
+        now = time.time()
         with self._transaction() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO device_seq VALUES (?, ?) ON CONFLICT (dev) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                (up.dev, up.seq),
+                [(a.update.dev, a.update.seq) for a in accepted],
             )
-            if up.round == self.round:
-                db.execute(
-                    "INSERT OR IGNORE INTO journal_updates VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (self.round, up.sub, up.dev, up.seq, topic, payload, time.time()),
-                )
-            else:
+            for a in accepted:
+                up = a.update
+                if up.round == self.round:
+                    db.execute(
+                        "INSERT OR IGNORE INTO journal_updates VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (self.round, up.sub, up.dev, up.seq, a.topic, a.payload, now),
+                    )
+                    continue
                 # `after` places it behind the fresh updates committed before it, so a replay keeps arrival order.
                 (after,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM journal_updates").fetchone()
                 db.execute(
@@ -144,9 +153,9 @@ class Journal:
                         self.round,
                         up.sub if into_sub is None else into_sub,
                         after,
-                        topic,
-                        payload,
-                        time.time(),
+                        a.topic,
+                        a.payload,
+                        now,
                     ),
                 )
 

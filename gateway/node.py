@@ -2,7 +2,8 @@
 
 ``GatewayNode`` is the MQTT side of the gateway without the cloud, so tests (and the service) drive it directly:
 ``open_sub_round(task)`` → ``wait_closed(deadline)`` → ``close_sub_round()``. Every ingest, status and close
-decision happens under one ``threading.Condition``; paho's network thread notifies it.
+decision happens under one ``threading.Condition``; the MQTT link's threads (paho's network thread for statuses,
+its ingest thread for batches of updates) notify it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
+from flcore.encodings import ACCEPTED_BY_DEFAULT
 from flcore.endpoints import BrokerAddress
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
-from flcore.messages import Status, Task, Up
+from flcore.messages import Status, Task
 from flcore.robust import FEDAVG, RuleParams
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
-from gateway.collector import Collector, KeyRing, RoundTotals, SubRound
+from gateway.collector import Accepted, Collector, KeyRing, RoundTotals, SubRound
 from gateway.device_keys import DeviceKeys
 from gateway.journal import Journal
-from gateway.mqtt import MqttLink
+from gateway.mqtt import MAX_BATCH, Handled, MqttLink
 from gateway.pause import Pause
 from gateway.roster import Roster
 from gateway.settings import GatewaySettings
@@ -59,9 +61,10 @@ class GatewayNode:
         aggregation: str = FEDAVG,
         rule_params: RuleParams | None = None,
         broker_ca: Path | None = None,
+        encodings: Iterable[str] = ACCEPTED_BY_DEFAULT,
     ) -> None:
         """``keys`` (device id → key or None) makes every update need its device's signature; ``broker_ca`` is the
-        CA file an mqtts:// broker's certificate must chain to."""
+        CA file an mqtts:// broker's certificate must chain to; ``encodings`` are the update encodings accepted."""
         self.topics = GatewayTopics(fleet, gw)
         self.quorum = quorum
         self.quorum_fraction = quorum_fraction
@@ -75,6 +78,7 @@ class GatewayNode:
             keys=keys,
             aggregation=aggregation,
             rule_params=rule_params,
+            encodings=encodings,
         )
         self.roster = Roster(gw)
         self.cond = threading.Condition()
@@ -82,14 +86,13 @@ class GatewayNode:
         self.link = MqttLink(
             address,
             f"iotfl-gw-{gw}",
-            {
-                self.topics.up_wildcard: self._on_up,
-                status_wildcard(fleet): self._on_status,
-                DROPPED_TOPIC: self.broker_stats.on_dropped,
-            },
+            {status_wildcard(fleet): self._on_status, DROPPED_TOPIC: self.broker_stats.on_dropped},
             on_connected=self._republish_task,
             optional=frozenset({DROPPED_TOPIC}),
             ca=broker_ca,
+            batched={self.topics.up_wildcard: self._on_ups},
+            # The test hook counts arrivals update by update: batches of one keep its windows exact.
+            max_batch=1 if self.pause.target is not None else MAX_BATCH,
         )
 
     @classmethod
@@ -108,6 +111,7 @@ class GatewayNode:
             aggregation=settings.aggregation,
             rule_params=settings.rule_params,
             broker_ca=settings.broker_ca,
+            encodings=settings.accepted_encodings,
         )
 
     def start(self, timeout: float = 10.0) -> bool:
@@ -152,8 +156,9 @@ class GatewayNode:
             self.cond.notify_all()
         if publish:
             self.publish_task(task)
-        for topic, payload in parked:
-            self._on_up(topic, payload)
+        if parked:  # their PUBACKs went out when they were parked
+            for topic, payload in self._on_ups(parked).replies:
+                self.link.publish(topic, payload)
 
     def set_mode(self, mode: str) -> None:
         """``sync`` or ``async`` (the cloud's round mode): how updates behind the open round are judged."""
@@ -218,35 +223,36 @@ class GatewayNode:
         link = self.link
         return link.subscribed.is_set() and time.monotonic() - link.subscribed_at >= ROSTER_SETTLE
 
-    def _on_up(self, topic: str, payload: bytes) -> bool:
-        """Judge one update; an accepted one is committed to the journal before its ack is published.
+    def _on_ups(self, batch: list[tuple[str, bytes]]) -> Handled:
+        """Judge a batch of updates, commit the accepted ones to the journal in one transaction, then fold them in
+        (group commit); returns, per message, whether its PUBACK may go out, and the acks to publish after them.
 
-        Returns False (withhold the PUBACK, send no ack) when the journal cannot commit: the broker redelivers the
-        message after the next reconnect and the device re-sends it, so nothing is acknowledged that could be lost.
+        When the journal cannot commit, no message of the batch is acked, counted or PUBACKed (all False): the broker
+        redelivers them after the next reconnect and devices re-send, so nothing is acknowledged that could be lost.
         """
 
-        def journal(up: Up) -> None:
+        def journal(accepted: list[Accepted]) -> None:
             self.pause.reached("before_journal")
             if self.journal is not None:
                 opening = self.collector.opening
-                self.journal.update(up, topic, payload, into_sub=opening.sub if opening else None)
+                self.journal.updates(accepted, into_sub=opening.sub if opening else None)
 
         with self.cond:
             try:
-                verdict = self.collector.ingest(topic, payload, before_accept=journal)
+                verdicts = self.collector.ingest_batch(batch, journal)
             except StateError as exc:
                 self.collector.counters["journal_error"] += 1
-                log.error("could not journal an update on %s, not acknowledging it: %s", topic, exc)
-                return False
-            if verdict is None:
-                return True
-            if verdict.update is not None:
+                log.error("could not journal %d update(s), not acknowledging them: %s", len(batch), exc)
+                return Handled([False] * len(batch), [])
+            answered = [v for v in verdicts if v is not None]
+            accepted = [v for v in answered if v.update is not None]
+            for verdict in accepted:
                 self.roster.on_update(verdict.dev)
+            if accepted:
                 self.cond.notify_all()
-        if verdict.update is not None:
+        if accepted:
             self.pause.reached("before_ack")
-        self.link.publish(self.topics.ack(verdict.dev), verdict.ack.encode())
-        return True
+        return Handled([True] * len(batch), [(self.topics.ack(v.dev), v.ack.encode()) for v in answered])
 
     def _on_status(self, topic: str, payload: bytes) -> None:
         dev = device_of_status(self.topics.fleet, topic)

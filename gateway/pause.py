@@ -8,6 +8,9 @@
   (the ack → forward window);
 - ``before_post``: the aggregate is in the outbox, its first post has not been attempted.
 
+While a pause is set the gateway ingests updates in batches of one (see ``GatewayNode``), so ``@N`` counts
+updates: at ``before_journal@3`` exactly two updates are committed.
+
 The gateway logs ``PAUSED at <point>`` and holds that thread for ``PAUSE_HOLD`` seconds (bounded, so a forgotten
 setting slows a gateway down but never hangs it), then carries on.
 """

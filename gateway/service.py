@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from flcore.encodings import TOPK
 from flcore.messages import Agg, Task
 from gateway.cloud_client import CloudClient, CloudError, RoundInfo
 from gateway.forwarder import Forwarder
@@ -178,7 +179,7 @@ class RoundLoop:
         )
         for sub in range(info.gateway_rounds):
             deadline = min(close_by, time.time() + self.settings.round_timeout)
-            task = _task(info, local.weights, sub, deadline)
+            task = self._task(info, local.weights, sub, deadline)
             journaled = replay.ups.get(sub, []) if replay else []
             if replay is not None and sub in replay.closed:
                 self.node.open_sub_round(task, journaled, publish=False)
@@ -212,7 +213,7 @@ class RoundLoop:
         # The reported sum is n · (the sub-rounds' mean deltas), whatever weights the sub-rounds started from.
         local = LocalModel(w)
         for sub in sorted(set(replay.ups) | replay.closed):
-            self.node.open_sub_round(_task(past, local.weights, sub, time.time()), replay.ups.get(sub, []), False)
+            self.node.open_sub_round(self._task(past, local.weights, sub, time.time()), replay.ups.get(sub, []), False)
             local.fold(self.node.close_sub_round(journal=False))
         log.warning(
             "round %d was cut short by a stop or crash and the cloud is at round %d: forwarding its %d journaled "
@@ -227,7 +228,7 @@ class RoundLoop:
         """A round the outbox already holds (a restart after forwarding): answer its devices, do not run it again."""
         log.info("round %d was forwarded before this start (%s); waiting for the next round", info.round, state)
         self.node.remember(self.journal.accepted())
-        self.node.hold_closed(_task(info, w, info.gateway_rounds - 1, info.deadline))
+        self.node.hold_closed(self._task(info, w, info.gateway_rounds - 1, info.deadline))
         self._ensure_connected()
         self.forwarder.wake()
         return True
@@ -275,6 +276,25 @@ class RoundLoop:
         )
         self.report_health()
 
+    def _task(self, info: RoundInfo, w: np.ndarray, sub: int, deadline: float) -> Task:
+        """The task of a sub-round, naming this gateway's update encoding when it has one."""
+        enc = self.settings.enc or None
+        return Task(
+            info.round,
+            info.base,
+            info.layers,
+            w,
+            info.lr,
+            info.epochs,
+            info.batch,
+            info.chunk,
+            deadline,
+            info.min_battery,
+            sub=sub,
+            enc=enc,
+            topk=self.settings.topk if enc == TOPK else None,
+        )
+
     def _publish_done(self, info: RoundInfo) -> bool:
         try:
             model = self.cloud.model()
@@ -299,22 +319,6 @@ class RoundLoop:
         self._ensure_connected()
         log.info("training done after round %d: published the final model (version %d)", info.round, model.version)
         return True
-
-
-def _task(info: RoundInfo, w: np.ndarray, sub: int, deadline: float) -> Task:
-    return Task(
-        info.round,
-        info.base,
-        info.layers,
-        w,
-        info.lr,
-        info.epochs,
-        info.batch,
-        info.chunk,
-        deadline,
-        info.min_battery,
-        sub=sub,
-    )
 
 
 def _rounded(value: float | None) -> float | None:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flcore.encodings import ACCEPTED_BY_DEFAULT, DEFAULT_TOPK, check_encoding, parse_encodings
 from flcore.endpoints import BrokerAddress, parse_broker_url
 from flcore.robust.settings import RobustSettings
 from flcore.topics import check_id
@@ -42,6 +43,12 @@ class GatewaySettings(BaseSettings, RobustSettings):
     max_samples: int = Field(100_000, ge=1)
     # JSON {dev: 64 hex} of this gateway's device keys: when set, every update must be signed (docs/protocol.md).
     device_keys: Path | None = None
+    # The update encoding this gateway's tasks name (flcore.encodings; empty: none named, devices use their own) and,
+    # for topk, the fraction of values each update keeps. The gateway always accepts the encoding it names.
+    enc: str = ""
+    topk: float = Field(DEFAULT_TOPK, gt=0, le=1)
+    # Comma-separated encodings accepted from devices, besides `enc` (an update in another is rejected `enc`).
+    accept_enc: str = ",".join(ACCEPTED_BY_DEFAULT)
     # Test hook for fault tests (gateway/pause.py): hold at a named point so a test can kill -9 there. Off when empty.
     pause_at: str = ""
 
@@ -66,6 +73,16 @@ class GatewaySettings(BaseSettings, RobustSettings):
             except DeviceKeysError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("enc")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        return check_encoding(value.strip()) if value.strip() else ""
+
+    @field_validator("accept_enc")
+    @classmethod
+    def _encodings(cls, value: str) -> str:
+        return ",".join(parse_encodings(value))
 
     @field_validator("pause_at")
     @classmethod
@@ -100,6 +117,11 @@ class GatewaySettings(BaseSettings, RobustSettings):
             if not ca.is_file():
                 raise ValueError(f"{name} {ca} is not a readable file")
         return self
+
+    @property
+    def accepted_encodings(self) -> tuple[str, ...]:
+        """The encodings accepted from devices: ``accept_enc`` and the one the tasks name."""
+        return tuple(dict.fromkeys([*parse_encodings(self.accept_enc), *([self.enc] if self.enc else [])]))
 
     @property
     def broker_address(self) -> BrokerAddress:

@@ -14,6 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from device_sim.usage import raise_fd_limit
+
+# Connections a local broker is sized for: the largest simulated fleet (10,000 devices) plus gateways and tools.
+BROKER_CONNECTIONS = 10_100
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -44,6 +49,9 @@ def mosquitto_config(port: int, persistence_dir: Path | None = None) -> str:
         "max_queued_messages 100000",
         "max_inflight_messages 100",
         "message_size_limit 1048576",
+        # No cap on clients (mosquitto's default, stated): a simulated fleet opens one connection per device. The
+        # descriptors they need come from the open-files limit, which start_broker raises for the child.
+        "max_connections -1",
         # Without it every small ack waits ~40 ms for Nagle's algorithm on loopback.
         "set_tcp_nodelay true",
         # $SYS/broker/publish/messages/dropped every second: gateways log it per round, tests compare it.
@@ -113,6 +121,7 @@ def start_configured(conf: Path, port: int, workdir: Path, timeout: float = 10.0
     ]
     local = workdir / "mosquitto.conf"
     local.write_text("\n".join([*lines, f"user {getpass.getuser()}"]) + "\n")
+    raise_fd_limit(BROKER_CONNECTIONS)  # inherited by the child
     log = open(workdir / "broker.log", "ab")
     proc = subprocess.Popen([exe, "-c", str(local)], stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -133,6 +142,7 @@ def start_broker(
     exe = mosquitto_path() if prefer in ("auto", "mosquitto") else None
     if prefer == "mosquitto" and exe is None:
         raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+    raise_fd_limit(BROKER_CONNECTIONS)  # inherited by the child
     log = open(workdir / "broker.log", "ab")
     if exe is not None:
         conf = workdir / "mosquitto.conf"

@@ -38,6 +38,18 @@ AggregationOpt = Annotated[str, opt("Aggregation rule: fedavg | clip | trimmed-m
 ClipNormOpt = Annotated[float, opt("clip: bound on each update's L2 norm (0 = the round's median norm).", "CLIP_NORM")]
 TrimOpt = Annotated[float, opt("trimmed-mean: fraction of the updates trimmed at each end.", "TRIM")]
 KrumFOpt = Annotated[float, opt("krum: fraction of the updates assumed hostile.", "KRUM_F")]
+# Update encodings (flcore.encodings, docs/protocol.md "Encodings").
+TopkOpt = Annotated[
+    float, opt("topk: fraction of the delta's values each update keeps (0 < F ≤ 1).", "TOPK", min=1e-6, max=1)
+]
+SimOpt = Annotated[
+    str,
+    opt(
+        "device: a connection and a training per device | batched: the devices of a round train together and one "
+        "shared connection per gateway carries their updates (no chaos, attacks, DP or per-device logins).",
+        "SIM",
+    ),
+]
 AttackOpt = Annotated[
     str | None,
     opt("Poisoning attackers KIND:PCT, KIND sign-flip | scale10 | label-flip (e.g. sign-flip:20%).", "ATTACK"),
@@ -50,6 +62,7 @@ def demo(
     devices: Annotated[int, opt("Simulated devices, each its own MQTT connection.", "DEVICES", min=1)] = 50,
     gateways: Annotated[int, opt("Gateways gw0…gw{G-1}; device i belongs to gateway i mod G.", "GATEWAYS", min=1)] = 5,
     rounds: Annotated[int, opt("Global rounds.", "ROUNDS", min=1)] = 20,
+    sim: SimOpt = "device",
     dataset: Annotated[str, opt("digits | sensors | har | csv:PATH", "DATASET")] = "digits",
     alpha: Annotated[float, opt("Dirichlet α of the non-IID split (small = skewed).", "ALPHA", min=1e-6)] = 0.5,
     seed: Annotated[int, opt("Seed for data, split, model init and devices.", "SEED")] = 0,
@@ -92,6 +105,11 @@ def demo(
     trim: TrimOpt = 0.2,
     krum_f: KrumFOpt = 0.2,
     attack: AttackOpt = None,
+    enc: Annotated[
+        str | None,
+        opt("Update encoding every gateway's tasks name: int8 | int4 | topk | f32 [default: none named: int8].", "ENC"),
+    ] = None,
+    topk: TopkOpt = 0.05,
     signed: Annotated[
         bool, opt("Sign every update: a random HMAC key per device; the gateways refuse unsigned ones.", "SIGNED")
     ] = False,
@@ -235,6 +253,18 @@ def gateway(
     clip_norm: ClipNormOpt = 0.0,
     trim: TrimOpt = 0.2,
     krum_f: KrumFOpt = 0.2,
+    enc: Annotated[
+        str,
+        opt(
+            "Update encoding the tasks name: int8 | int4 | topk | f32 (empty: none named, devices use their own). "
+            "Always accepted.",
+            "ENC",
+        ),
+    ] = "",
+    topk: TopkOpt = 0.05,
+    accept_enc: Annotated[
+        str, opt("Comma-separated update encodings accepted besides --enc (others are rejected 'enc').", "ACCEPT_ENC")
+    ] = "int8,int4,topk",
     device_keys: Annotated[
         Path | None,
         opt(
@@ -261,6 +291,7 @@ def fleet(
     ctx: typer.Context,
     devices: Annotated[int, opt("Simulated devices.", "DEVICES", min=1)] = 50,
     gateways: Annotated[int, opt("Gateways gw0…gw{G-1}; device i joins gateway i mod G.", "GATEWAYS", min=1)] = 5,
+    sim: SimOpt = "device",
     broker: Annotated[str, opt("mqtt://host:port", "BROKER")] = "mqtt://127.0.0.1:1883",
     fleet: Annotated[str, opt("Fleet name.", "FLEET")] = "default",
     dataset: Annotated[str, opt("digits | sensors | har | csv:PATH", "DATASET")] = "digits",
@@ -282,6 +313,10 @@ def fleet(
     dp_noise: Annotated[float, opt("DP noise multiplier z: Gaussian noise std z × dp-clip.", "DP_NOISE")] = 1.0,
     dp_delta: Annotated[float, opt("DP: the δ at which the report states ε.", "DP_DELTA")] = 1e-5,
     attack: AttackOpt = None,
+    enc: Annotated[
+        str, opt("Update encoding when the task names none: int8 | int4 | topk | f32 (a task's enc wins).", "ENC")
+    ] = "int8",
+    topk: TopkOpt = 0.05,
     device_keys: Annotated[
         Path | None,
         opt('JSON {"<dev>": "<64 hex>"}: devices with a key sign their updates.', "DEVICE_KEYS", show_default=False),

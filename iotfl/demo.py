@@ -7,6 +7,7 @@ exercises exactly what a deployment runs: MQTT between devices and gateways, HTT
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from device_sim.attack import parse_attack
 from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.datasets import Dataset
+from flcore.encodings import DEFAULT_TOPK, check_encoding
 from flcore.fedbuff import MAX_STALENESS
 from flcore.robust import RuleParams, check_rule
 from iotfl.broker import free_port, start_broker
@@ -43,6 +45,7 @@ class DemoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
     devices: int = Field(50, ge=1)
+    sim: Literal["device", "batched"] = "device"
     gateways: int = Field(5, ge=1)
     rounds: int = Field(20, ge=1)
     dataset: str = "digits"
@@ -66,7 +69,14 @@ class DemoSettings(BaseSettings):
     trim: float = 0.2
     krum_f: float = 0.2
     attack: str | None = None
+    enc: str | None = None
+    topk: float = Field(DEFAULT_TOPK, gt=0, le=1)
     signed: bool = False
+
+    @field_validator("enc")
+    @classmethod
+    def _encoding(cls, value: str | None) -> str | None:
+        return check_encoding(value.strip()) if value and value.strip() else None
 
     @field_validator("chaos")
     @classmethod
@@ -94,6 +104,15 @@ class DemoSettings(BaseSettings):
             *("--aggregation", self.aggregation, "--clip-norm", str(self.clip_norm)),
             *("--trim", str(self.trim), "--krum-f", str(self.krum_f)),
         ]
+
+    @model_validator(mode="after")
+    def _batched_scope(self) -> DemoSettings:
+        if self.sim == "batched":
+            asked = (("device chaos", bool(self.chaos_plan().for_fleet())), ("attacks", bool(self.attack)))
+            unsupported = [name for name, on in (*asked, ("DP", self.dp_clip > 0)) if on]
+            if unsupported:
+                raise ValueError(f"--sim batched does not simulate {', '.join(unsupported)}; use --sim device")
+        return self
 
     @model_validator(mode="after")
     def _chaos_fits(self) -> DemoSettings:
@@ -175,6 +194,8 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             "fleet",
             "--devices",
             str(settings.devices),
+            "--sim",
+            settings.sim,
             "--gateways",
             str(settings.gateways),
             "--broker",
@@ -191,7 +212,7 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             *common,
         ],
         # The fleet's share of the plan only: an IOTFL_CHAOS meant for the demo would name process faults.
-        env={"IOTFL_CHAOS": str(plan.for_fleet())},
+        env={"IOTFL_CHAOS": str(plan.for_fleet()), **batched_env(settings)},
     )
     # Gateways start once the fleet is online, so round 1 counts every device instead of the first few.
     with console.status(f"waiting for {settings.devices} devices to come online"):
@@ -215,6 +236,7 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
                 "--quorum-fraction",
                 str(settings.quorum_fraction),
                 *settings.rule_flags(),
+                *(["--enc", settings.enc, "--topk", str(settings.topk)] if settings.enc else []),
                 *key_flag(keys, gw),
             ],
             env={"IOTFL_TOKEN": token},
@@ -240,6 +262,15 @@ def write_demo_keys(settings: DemoSettings, folder: Path) -> dict[str, Path]:
     for name, subset in files.items():
         write_private(paths[name], json.dumps(subset, indent=2), force=True)
     return paths
+
+
+def batched_env(settings: DemoSettings) -> dict[str, str]:
+    """A batched fleet's updates queue behind each other at their gateway (thousands per shared connection), so the
+    last ack comes long after the first: wait a round for it, not the per-device default, before re-sending (unless
+    the user set IOTFL_ACK_TIMEOUT)."""
+    if settings.sim != "batched" or "IOTFL_ACK_TIMEOUT" in os.environ:
+        return {}
+    return {"IOTFL_ACK_TIMEOUT": str(max(settings.round_timeout, 10.0))}
 
 
 def key_flag(keys: dict[str, Path], part: str) -> list[str]:

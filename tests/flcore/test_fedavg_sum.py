@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from flcore.fedavg import WeightedSum, apply
+from flcore.quantize import quantize
 
 
 def test_weighted_sum_matches_numpy() -> None:
@@ -103,3 +104,56 @@ def test_non_positive_counts_raise(n: int, k: int) -> None:
         with pytest.raises(ValueError, match="positive"):
             acc.add(np.ones(2), n, 0.0)
     assert (acc.n, acc.k) == (0, 0)
+
+
+def _quantized(rng: np.random.Generator, size: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    scales, q = quantize(rng.normal(size=size).astype(np.float32), chunk)
+    return q, scales
+
+
+@pytest.mark.parametrize("size,chunk", [(10, 3), (2410, 256), (64, 64)])
+def test_add_quantized_sums_n_times_q_times_scale_exactly(size: int, chunk: int) -> None:
+    # 150 updates span several blocks; n·scale·q is exact in float64, so the only rounding is the summation's
+    rng = np.random.default_rng(size)
+    acc, reference = WeightedSum(size), WeightedSum(size)
+    for _ in range(150):
+        q, scales = _quantized(rng, size, chunk)
+        n = int(rng.integers(1, 100_001))
+        acc.add_quantized(q, scales, chunk, n, 0.5)
+        reference.add(q.astype(np.float64) * np.repeat(scales.astype(np.float64), chunk)[:size], n, 0.5)
+    np.testing.assert_allclose(acc.total, reference.total, rtol=1e-13, atol=0)
+    assert (acc.n, acc.k, acc.loss_sum) == (reference.n, reference.k, reference.loss_sum)
+
+
+def test_reading_the_total_does_not_change_how_it_is_summed() -> None:
+    # the gateway replays its journal without the reads of the first run: both must end bit for bit the same
+    rng = np.random.default_rng(7)
+    updates = [(*_quantized(rng, 50, 8), int(rng.integers(1, 1000))) for _ in range(200)]
+    read, unread = WeightedSum(50), WeightedSum(50)
+    for i, (q, scales, n) in enumerate(updates):
+        read.add_quantized(q, scales, 8, n, 1.0)
+        unread.add_quantized(q, scales, 8, n, 1.0)
+        if i % 7 == 0:
+            assert read.total.shape == (50,)
+    assert read.total.tobytes() == unread.total.tobytes()
+
+
+def test_add_quantized_mixes_with_other_chunks_and_weighted_sums() -> None:
+    acc = WeightedSum(4)
+    acc.add_quantized(np.array([1, -2, 3, 4], dtype=np.int8), np.array([0.5, 0.25], dtype=np.float32), 2, 2, 1.0)
+    acc.add_quantized(np.array([127, 0, 0, -127], dtype=np.int8), np.array([1.0], dtype=np.float32), 4, 1, 1.0)
+    acc.add_sum(np.array([1.0, 1.0, 1.0, 1.0]), 3, 2, 1.0)
+    acc.add_quantized(np.array([1, 1, 1, 1], dtype=np.int8), np.array([2.0, 4.0], dtype=np.float32), 2, 1, 1.0)
+    assert acc.total.tolist() == [1.0 + 127 + 1 + 2, -2.0 + 1 + 2, 1.5 + 1 + 4, 2.0 - 127 + 1 + 4]
+    assert (acc.n, acc.k) == (7, 5)
+
+
+def test_add_quantized_checks_shapes() -> None:
+    acc = WeightedSum(4)
+    with pytest.raises(ValueError, match="int8"):
+        acc.add_quantized(np.zeros(3, dtype=np.int8), np.ones(2, dtype=np.float32), 2, 1, 0.0)
+    with pytest.raises(ValueError, match="scales"):
+        acc.add_quantized(np.zeros(4, dtype=np.int8), np.ones(3, dtype=np.float32), 2, 1, 0.0)
+    with pytest.raises(ValueError, match="positive"):
+        acc.add_quantized(np.zeros(4, dtype=np.int8), np.ones(2, dtype=np.float32), 2, 0, 0.0)
+    assert (acc.n, acc.k) == (0, 0) and not acc.total.any()

@@ -59,8 +59,16 @@ def test_single_part_gets_everything() -> None:
 
 @pytest.mark.parametrize(
     "parts,alpha,min_size,message",
-    [(0, 0.5, 2, "parts"), (5, 0.0, 2, "alpha"), (5, -1.0, 2, "alpha"), (600, 0.5, 2, "cannot give 600 devices")],
+    [(0, 0.5, 2, "parts"), (5, 0.0, 2, "alpha"), (5, -1.0, 2, "alpha")],
 )
 def test_invalid_arguments(parts: int, alpha: float, min_size: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dirichlet(LABELS, parts, alpha, np.random.default_rng(0), min_size=min_size)
+
+
+def test_more_devices_than_samples_share_samples() -> None:
+    """600 devices × 2 samples > 1,000: the split runs over the labels repeated twice, every copy used once."""
+    parts = dirichlet(LABELS, 600, 0.5, np.random.default_rng(0))
+    assert len(parts) == 600 and min(len(p) for p in parts) >= 2
+    together = np.concatenate(parts)
+    assert np.bincount(together, minlength=len(LABELS)).tolist() == [2] * len(LABELS)

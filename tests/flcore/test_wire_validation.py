@@ -260,7 +260,8 @@ def test_checks_apply_in_contract_order() -> None:
 
 def test_every_reason_code_is_in_the_contract_list() -> None:
     contract = {"decode", "version", "schema", "dev_mismatch", "n_range", "length", "scale", "loss", "too_large"}
-    assert REASONS == contract | {"signature"}  # signature: docs/protocol.md, "Signed updates"
+    # signature: docs/protocol.md, "Signed updates"; enc: "Encodings"
+    assert REASONS == contract | {"signature", "enc"}
     with pytest.raises(ValueError, match="unknown reason"):
         WireError("nope")
 

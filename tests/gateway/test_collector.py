@@ -7,9 +7,8 @@ import math
 import msgpack
 import numpy as np
 import pytest
-from gateway_peers import CHUNK, P, make_up
+from gateway_peers import P, make_up
 
-from flcore.quantize import dequantize
 from flcore.topics import GatewayTopics
 from gateway.collector import REMEMBERED_ROUNDS, Collector, SubRound
 
@@ -169,7 +168,8 @@ def test_running_sums_equal_direct_numpy() -> None:
     c.ingest(up_topic("d0"), ups[0].encode())  # a duplicate adds bytes, nothing else
     sizes += len(ups[0].encode())
     total = c.close()
-    deltas = np.stack([dequantize(u.q, u.scales, CHUNK).astype(np.float64) for u in ups])
+    # the sum takes n·q·scale exactly in float64 (no float32 delta in between), so compare with float64 products
+    deltas = np.stack([u.delta(np.float64) for u in ups])
     ns = np.array([u.n for u in ups], dtype=np.float64)
     losses = np.array([u.loss for u in ups])
     np.testing.assert_allclose(total.total, (ns[:, None] * deltas).sum(axis=0), rtol=1e-12)

@@ -28,7 +28,7 @@ def collector(mode: str, round: int = 5, sub: int = 0) -> Collector:
 
 
 def delta_of(up) -> np.ndarray:  # type: ignore[no-untyped-def]
-    return up.delta().astype(np.float64)
+    return up.delta(np.float64)  # what the collector folds: n·q·scale exactly
 
 
 def test_sync_mode_acks_an_earlier_round_late() -> None:

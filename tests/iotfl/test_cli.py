@@ -29,6 +29,9 @@ def test_help_lists_every_command() -> None:
         (["cloud", "--gateway-token", "gw0"], "gw0=SECRET"),
         (["demo", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["fleet", "--dataset", "csv:/nonexistent.csv"], "cannot read /nonexistent.csv"),
+        (["demo", "--sim", "batched", "--attack", "sign-flip:10%"], "--sim batched does not simulate attacks"),
+        (["fleet", "--sim", "batched", "--dp-clip", "1"], "sim=batched does not simulate dp_clip"),
+        (["fleet", "--sim", "vectorized"], "sim"),
     ],
 )
 def test_bad_input_is_one_clear_error(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
