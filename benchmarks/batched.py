@@ -25,9 +25,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +32,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+try:
+    from benchmarks.demo_run import demo_env, run_demo
+except ModuleNotFoundError:  # run as a script (`python benchmarks/NAME.py`): this folder is on sys.path
+    from demo_run import demo_env, run_demo  # type: ignore[no-redef]
+
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 TARGET_ROUND_SECONDS = 30.0
@@ -47,31 +50,28 @@ PUBLISHED = re.compile(r"round (\d+): (\d+) updates published in ([0-9.]+) s")
 console = Console(width=120)
 
 
-def run_demo(name: str, config: dict[str, Any], sim: str, devices: int, rounds: int, logs: Path) -> dict[str, Any]:
+def run_one(name: str, config: dict[str, Any], sim: str, devices: int, rounds: int, logs: Path) -> dict[str, Any]:
     """One ``iotfl demo`` run; its result row (``error`` set when it failed)."""
     report = logs / f"{name}.json"
     report.unlink(missing_ok=True)
-    args = [
-        *(sys.executable, "-m", "iotfl", "demo", "--sim", sim, "--devices", str(devices)),
+    options = [
+        *("--sim", sim, "--devices", str(devices)),
         *("--gateways", str(config["gateways"]), "--rounds", str(rounds), "--seed", str(config["seed"])),
         *("--dataset", config["dataset"], "--alpha", str(config["alpha"]), "--no-battery", "--json", str(report)),
     ]
-    # Every option the benchmark varies is set here; an IOTFL_* variable left in the shell must not change a run.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTFL_")}
-    if name == "scale":
-        env["IOTFL_RAM_MIX"] = json.dumps({"class2": 1.0})  # every device can train the model: k = devices
+    # every device can train the model at scale: k = devices
+    env = demo_env(IOTFL_RAM_MIX=json.dumps({"class2": 1.0})) if name == "scale" else demo_env()
     timeout = RUN_STARTUP_SECONDS + RUN_SECONDS_PER_ROUND * rounds
     started = time.monotonic()
     row: dict[str, Any] = {"name": name, "sim": sim, "devices": devices, "rounds": rounds}
-    with open(logs / f"{name}.log", "wb") as log, tempfile.TemporaryDirectory(prefix="iotfl-batched-") as workdir:
-        try:
-            code = subprocess.run(
-                [*args, "--workdir", workdir], stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = -1
-        fleet_log = Path(workdir) / "fleet.log"
-        published = PUBLISHED.findall(fleet_log.read_text(errors="replace")) if fleet_log.exists() else []
+    published: list[tuple[str, str, str]] = []
+
+    def read_fleet_log(workdir: Path) -> None:
+        fleet_log = workdir / "fleet.log"
+        if fleet_log.exists():
+            published.extend(PUBLISHED.findall(fleet_log.read_text(errors="replace")))
+
+    code = run_demo(options, logs / f"{name}.log", timeout, env=env, on_workdir=read_fleet_log)
     row["wall_seconds"] = round(time.monotonic() - started, 1)
     if code != 0 or not report.exists():
         row["error"] = f"demo exited with {code}" if code != -1 else f"timed out after {timeout:.0f} s"
@@ -159,10 +159,10 @@ def main(
     results: dict[str, dict[str, Any]] = {}
     for name, sim, n, r in plan:
         console.print(f"running {name}: --sim {sim}, {n:,} devices, {r} rounds …")
-        row = run_demo(name, config, sim, n, r, logs)
+        row = run_one(name, config, sim, n, r, logs)
         if "error" in row:  # e.g. a port taken between the demo's free_port() and its bind on a busy machine
             console.print(f"{name} failed ({row['error']}); once more")
-            row = {**run_demo(name, config, sim, n, r, logs), "first_attempt": row["error"]}
+            row = {**run_one(name, config, sim, n, r, logs), "first_attempt": row["error"]}
         results[name] = row
     scale, anchor, twin = results["scale"], results["device"], results["batched"]
     ratios: dict[str, Any] = {}

@@ -19,9 +19,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +27,12 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+
+try:
+    from benchmarks.demo_run import run_demo
+except ModuleNotFoundError:  # run as a script (`python benchmarks/NAME.py`): this folder is on sys.path
+    from demo_run import run_demo  # type: ignore[no-redef]
+
 
 ENCODINGS = ("f32", "int8", "int4", "topk")
 REFERENCE = "f32"
@@ -56,27 +59,15 @@ def run_one(enc: str, seed: int, config: dict[str, Any], logs: Path) -> dict[str
     name = f"{enc}_seed{seed}"
     report = logs / f"{name}.json"
     report.unlink(missing_ok=True)
-    args = [
-        sys.executable,
-        "-m",
-        "iotfl",
-        "demo",
+    options = [
         *("--devices", str(config["devices"]), "--gateways", str(config["gateways"])),
         *("--rounds", str(config["rounds"]), "--alpha", str(config["alpha"]), "--seed", str(seed)),
         *("--dataset", config["dataset"], "--no-battery", "--enc", enc, "--topk", str(config["topk"])),
         *("--json", str(report)),
     ]
-    # The benchmark sets every option it varies; an IOTFL_* variable left in the shell must not change a run.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTFL_")}
     timeout = RUN_STARTUP_SECONDS + RUN_SECONDS_PER_ROUND * config["rounds"]
     started = time.monotonic()
-    with open(logs / f"{name}.log", "wb") as log, tempfile.TemporaryDirectory(prefix="iotfl-bytes-") as workdir:
-        try:
-            code = subprocess.run(
-                [*args, "--workdir", workdir], stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = -1
+    code = run_demo(options, logs / f"{name}.log", timeout)
     row: dict[str, Any] = {"enc": enc, "seed": seed, "seconds": round(time.monotonic() - started, 1)}
     row["final_accuracy"] = None
     if code != 0 or not report.exists():
@@ -96,11 +87,10 @@ def run_one(enc: str, seed: int, config: dict[str, Any], logs: Path) -> dict[str
 
 def delta_bytes(enc: str, params: int, topk: float) -> int:
     """Bytes of one encoded delta of ``params`` values at the cloud's default chunk."""
-    from cloud.settings import CloudSettings
     from flcore.encodings import encode
+    from flcore.quantize import DEFAULT_CHUNK
 
-    chunk = CloudSettings.model_fields["chunk"].default
-    body, _ = encode(np.random.default_rng(0).normal(size=params), enc, chunk, topk)
+    body, _ = encode(np.random.default_rng(0).normal(size=params), enc, DEFAULT_CHUNK, topk)
     return body.nbytes
 
 

@@ -20,11 +20,7 @@ run's demo log stays in ``--out/logs``. Exit code 1 when a run failed (its cell 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +29,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+try:
+    from benchmarks.demo_run import run_demo
+except ModuleNotFoundError:  # run as a script (`python benchmarks/NAME.py`): this folder is on sys.path
+    from demo_run import run_demo  # type: ignore[no-redef]
+
 
 RULES = ("fedavg", "clip", "trimmed-mean", "median", "krum")
 ATTACKS = ("sign-flip", "scale10", "label-flip")
@@ -76,28 +78,16 @@ def run_cell(cell: Cell, seed: int, config: dict[str, Any], logs: Path) -> dict[
     name = f"{cell.rule}_{cell.column.replace(':', '_').replace('%', '')}_s{seed}"
     report = logs / f"{name}.json"
     report.unlink(missing_ok=True)
-    args = [
-        sys.executable,
-        "-m",
-        "iotfl",
-        "demo",
+    options = [
         *("--devices", str(config["devices"]), "--gateways", str(config["gateways"])),
         *("--rounds", str(config["rounds"]), "--alpha", str(config["alpha"]), "--seed", str(seed)),
         *("--dataset", config["dataset"], "--no-battery", "--aggregation", cell.rule, "--json", str(report)),
         *("--clip-norm", str(config["clip_norm"]), "--trim", str(config["trim"]), "--krum-f", str(config["krum_f"])),
         *(["--attack", cell.column] if cell.attack else []),
     ]
-    # The grid sets every option it varies; an IOTFL_* variable left in the shell must not change a cell.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTFL_")}
     timeout = RUN_STARTUP_SECONDS + RUN_SECONDS_PER_ROUND * config["rounds"]
     started = time.monotonic()
-    with open(logs / f"{name}.log", "wb") as log, tempfile.TemporaryDirectory(prefix="iotfl-poison-") as workdir:
-        try:
-            code = subprocess.run(
-                [*args, "--workdir", workdir], stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = -1
+    code = run_demo(options, logs / f"{name}.log", timeout)
     seconds = round(time.monotonic() - started, 1)
     row: dict[str, Any] = {**asdict(cell), "column": cell.column, "seed": seed, "seconds": seconds}
     row["final_accuracy"] = None

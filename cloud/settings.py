@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from flcore.quantize import DEFAULT_CHUNK, MAX_CHUNK
 from flcore.robust.settings import RobustSettings
 from flcore.topics import is_valid_id
 
@@ -87,7 +88,7 @@ class CloudSettings(BaseSettings, RobustSettings):
     lr: float = Field(0.05, gt=0, description="device learning rate")
     epochs: int = Field(2, ge=1, le=1000, description="local epochs per task")
     batch: int = Field(8, ge=1, le=65536, description="local batch size")
-    chunk: int = Field(256, ge=1, le=65536, description="quantization chunk length")
+    chunk: int = Field(DEFAULT_CHUNK, ge=1, le=MAX_CHUNK, description="quantization chunk length")
     min_battery: float = Field(0.1, ge=0, le=1, description="battery a device needs to train")
     gateway_rounds: int = Field(1, ge=1, le=100, description="gateway sub-rounds per global round")
     server_lr: float = Field(1.0, gt=0, description="server learning rate applied to the FedAvg step")

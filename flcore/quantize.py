@@ -13,6 +13,8 @@ import numpy as np
 
 QMAX = 127
 MAX_CHUNK = 65536
+# The fleet's default chunk (the cloud's `chunk` setting): 4 bytes of scale per 256 values.
+DEFAULT_CHUNK = 256
 
 
 def chunk_count(size: int, chunk: int) -> int:
