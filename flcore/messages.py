@@ -7,7 +7,9 @@ in the order the contract lists the checks. Unknown keys are ignored for forward
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,10 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
     "ram_class": (str,),
     "fw": (str,),
 }
+
+# The fields every `up` carries, in the order the contract checks them, and their types in the common case.
+_UP_FIELDS = itemgetter("dev", "round", "base", "seq", "n", "chunk", "loss", "scales", "q")
+_UP_TYPES = (str, int, int, int, int, int, float, bytes, bytes)
 
 
 def _f32(data: bytes) -> np.ndarray:
@@ -150,12 +156,21 @@ class Up:
     ) -> Up:
         """Validate and decode; ``params`` is P of the round's model, ``topic_dev`` the ``<dev>`` of the topic."""
         f = Fields(unpack(data, "up", max_bytes))
-        dev = f.text("dev")
-        rnd, base = f.integer("round", lo=1), f.integer("base", lo=0)
-        seq = f.integer("seq", lo=0, hi=MAX_SEQ)
-        n, chunk = f.integer("n"), f.integer("chunk")
-        loss = f.number("loss")
-        scales_raw, q_raw = f.bin("scales"), f.bin("q")
+        values = f.exact(_UP_FIELDS, _UP_TYPES)
+        if values is None or not (values[1] >= 1 and values[2] >= 0 and 0 <= values[3] <= MAX_SEQ):
+            # Not the well-typed common case: the per-field checks, in the contract's order, name the problem.
+            values = (
+                f.text("dev"),
+                f.integer("round", lo=1),
+                f.integer("base", lo=0),
+                f.integer("seq", lo=0, hi=MAX_SEQ),
+                f.integer("n"),
+                f.integer("chunk"),
+                f.number("loss"),
+                f.bin("scales"),
+                f.bin("q"),
+            )
+        dev, rnd, base, seq, n, chunk, loss, scales_raw, q_raw = values
         sub = f.integer("sub", optional=True, lo=0) or 0
         meta = f.mapping("meta", optional=True)
         enc = f.text("enc", optional=True)
@@ -178,12 +193,13 @@ class Up:
             body = parse(enc, size, chunk, scales_raw, q_raw, idx_raw)
         except WireError as exc:
             raise f.fail(exc.reason, exc.detail) from None
-        if not (np.isfinite(loss) and abs(loss) <= MAX_LOSS):
+        if not (math.isfinite(loss) and abs(loss) <= MAX_LOSS):
             raise f.fail("loss", f"loss is not finite or beyond ±{MAX_LOSS:g}")
         if meta is not None:
             for key, types in _META_TYPES.items():
                 value = meta.get(key)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+                # Exact types: msgpack decodes to the builtins only, and a bool is not an int here.
+                if value is not None and type(value) not in types:
                     raise f.fail("schema", f"meta.{key} has type {type(value).__name__}")
             battery = meta.get("battery")
             if battery is not None and not 0.0 <= battery <= 1.0:

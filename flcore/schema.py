@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -54,11 +55,30 @@ class Fields:
 
     def __init__(self, obj: dict[str, Any]):
         self.obj = obj
-        self.round = readable_int(obj.get("round"))
-        self.seq = readable_int(obj.get("seq"))
+
+    # round/seq are read only when needed (a failure, an ack): a valid message never pays for them.
+    @property
+    def round(self) -> int | None:
+        return readable_int(self.obj.get("round"))
+
+    @property
+    def seq(self) -> int | None:
+        return readable_int(self.obj.get("seq"))
 
     def fail(self, reason: str, detail: str) -> WireError:
         return WireError(reason, detail, round=self.round, seq=self.seq)
+
+    def exact(
+        self, keys: Callable[[dict[str, Any]], tuple[Any, ...]], types: tuple[type, ...]
+    ) -> tuple[Any, ...] | None:
+        """The values ``keys`` (an ``operator.itemgetter``) picks when each is present with exactly its type in
+        ``types`` (the well-typed common case, checked in one pass), else None: the caller then runs its per-field
+        checks, which name the first problem."""
+        try:
+            values = keys(self.obj)
+        except KeyError:
+            return None
+        return values if tuple(map(type, values)) == types else None
 
     def _get(self, key: str, ok: bool, type_name: str, optional: bool) -> Any:
         if key not in self.obj:

@@ -29,6 +29,10 @@ DEFAULT_TOPK = 0.05
 # |value| cap of an f32 delta: the same bound int8 updates have (127 × the largest allowed scale).
 MAX_SCALE = 1e24
 MAX_F32 = QMAX * MAX_SCALE
+# MAX_SCALE as the float32 comparison `scales <= MAX_SCALE` sees it, for the same test on Python floats.
+_MAX_SCALE_F32 = float(np.float32(MAX_SCALE))
+# Up to this many scales (a typical update has a few dozen) Python floats check them faster than numpy reductions.
+_FEW_SCALES = 64
 
 
 def check_encoding(name: str) -> str:
@@ -107,6 +111,14 @@ def encode(
     return Encoded(enc, x.size, chunk, scales, q), None
 
 
+def _scales_in_range(scales: np.ndarray) -> bool:
+    """Every scale finite and in 0..MAX_SCALE: a NaN fails every comparison, ±inf one of them."""
+    if scales.size <= _FEW_SCALES:
+        return all(0.0 <= s <= _MAX_SCALE_F32 for s in scales.tolist())
+    # min/max instead of three np.all passes; many scales amortize the two reductions.
+    return bool(scales.min() >= 0 and scales.max() <= MAX_SCALE)
+
+
 def parse(enc: str, size: int, chunk: int, scales_raw: bytes, q_raw: bytes, idx_raw: bytes | None) -> Encoded:
     """Validate the wire fields of a ``size``-value delta in ``enc`` (a known encoding, ``chunk`` already checked);
     ``WireError`` (``length``, ``schema`` or ``scale``, without round/seq) on the first problem."""
@@ -116,15 +128,14 @@ def parse(enc: str, size: int, chunk: int, scales_raw: bytes, q_raw: bytes, idx_
             raise WireError("schema", "a topk update needs idx")
         idx = parse_idx(idx_raw, size)
     values = size if idx is None else idx.size
-    q_expected = {INT8: values, INT4: packed_size(values), TOPK: values, F32: 4 * values}[enc]
+    q_expected = packed_size(values) if enc == INT4 else 4 * values if enc == F32 else values
     if len(q_raw) != q_expected:
         raise WireError("length", f"q has {len(q_raw)} bytes, {values} {enc} values need {q_expected}")
     scales_expected = 0 if enc == F32 else 4 * chunk_count(values, chunk)
     if len(scales_raw) != scales_expected:
         raise WireError("length", f"scales has {len(scales_raw)} bytes, expected {scales_expected}")
     scales = np.frombuffer(scales_raw, dtype="<f4").astype(np.float32)
-    # min/max instead of three np.all passes: a NaN makes both comparisons false, ±inf fails one of them.
-    if scales.size and not (scales.min() >= 0 and scales.max() <= MAX_SCALE):
+    if not _scales_in_range(scales):
         raise WireError("scale", f"every scale must be finite and in 0..{MAX_SCALE:g}")
     q: np.ndarray
     if enc == F32:
