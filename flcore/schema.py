@@ -110,16 +110,19 @@ class Fields:
         return value
 
     def text(self, key: str, optional: bool = False) -> Any:
-        return self._get(key, isinstance(self.obj.get(key), str), "a string", optional)
+        value = self.obj.get(key)
+        return value if type(value) is str else self._get(key, isinstance(value, str), "a string", optional)
 
     def bin(self, key: str, optional: bool = False) -> Any:
-        return self._get(key, isinstance(self.obj.get(key), bytes), "bin", optional)
+        value = self.obj.get(key)
+        return value if type(value) is bytes else self._get(key, isinstance(value, bytes), "bin", optional)
 
     def flag(self, key: str, optional: bool = False) -> Any:
         return self._get(key, isinstance(self.obj.get(key), bool), "a bool", optional)
 
     def mapping(self, key: str, optional: bool = False) -> Any:
-        return self._get(key, isinstance(self.obj.get(key), dict), "a map", optional)
+        value = self.obj.get(key)
+        return value if type(value) is dict else self._get(key, isinstance(value, dict), "a map", optional)
 
     def array(self, key: str, optional: bool = False) -> Any:
         return self._get(key, isinstance(self.obj.get(key), list), "an array", optional)

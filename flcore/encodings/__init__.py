@@ -134,18 +134,19 @@ def parse(enc: str, size: int, chunk: int, scales_raw: bytes, q_raw: bytes, idx_
     scales_expected = 0 if enc == F32 else 4 * chunk_count(values, chunk)
     if len(scales_raw) != scales_expected:
         raise WireError("length", f"scales has {len(scales_raw)} bytes, expected {scales_expected}")
-    scales = np.frombuffer(scales_raw, dtype="<f4").astype(np.float32)
+    # Read-only views of the payload (no copy on a little-endian host): a decoded update never changes.
+    scales = np.frombuffer(scales_raw, dtype="<f4").astype(np.float32, copy=False)
     if not _scales_in_range(scales):
         raise WireError("scale", f"every scale must be finite and in 0..{MAX_SCALE:g}")
     q: np.ndarray
     if enc == F32:
-        q = np.frombuffer(q_raw, dtype="<f4").astype(np.float32)
+        q = np.frombuffer(q_raw, dtype="<f4").astype(np.float32, copy=False)
         if not (np.all(np.isfinite(q)) and np.all(np.abs(q) <= MAX_F32)):
             raise WireError("scale", f"every f32 value must be finite and within ±{MAX_F32:g}")
     elif enc == INT4:
         q = unpack4(q_raw, size)
     else:
-        q = np.frombuffer(q_raw, dtype=np.int8).copy()
+        q = np.frombuffer(q_raw, dtype=np.int8)
     return Encoded(enc, size, chunk, scales, q, idx)
 
 
