@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flcore.endpoints import parse_broker_url
 from flcore.resources import RAM_CLASSES
-from flcore.topics import is_valid_id
+from flcore.topics import check_id, is_valid_id
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,6 @@ ADC_FULL_V = 4.2
 
 class ProvisionError(ValueError):
     """A provisioning problem worth one clear line: bad input, or a file that must not be overwritten."""
-
-
-def _id(value: str, what: str) -> str:
-    if not is_valid_id(value):
-        raise ValueError(f"{what} {value!r} must match [A-Za-z0-9_-]{{1,64}}")
-    return value
 
 
 def parse_battery(spec: str) -> dict[str, Any]:
@@ -148,23 +142,23 @@ class ProvisionSettings(BoardSettings):
     @field_validator("id")
     @classmethod
     def _dev(cls, value: str) -> str:
-        return _id(value, "device id")
+        return check_id(value, "device id")
 
     @field_validator("gateway")
     @classmethod
     def _gw(cls, value: str) -> str:
-        return _id(value, "gateway id")
+        return check_id(value, "gateway id")
 
     @field_validator("fleet")
     @classmethod
     def _fleet(cls, value: str) -> str:
-        return _id(value, "fleet")
+        return check_id(value, "fleet")
 
     @field_validator("username")
     @classmethod
     def _user(cls, value: str | None) -> str | None:
         # also keeps ':' and newlines out of the mosquitto password-file line
-        return None if value is None else _id(value, "username")
+        return None if value is None else check_id(value, "username")
 
     @field_validator("password")
     @classmethod
