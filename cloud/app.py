@@ -42,6 +42,7 @@ def create_app(settings: CloudSettings, dataset: Dataset) -> FastAPI:
     except BaseException:
         storage.close()
         raise
+    metrics.watch(rounds.gauges)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -398,12 +398,16 @@ class Rounds:
             current = db.current_round(s)
             version = db.latest_version(s)
             accuracy = db.model_accuracy(s, version)
+            gateways = len(db.live_gateways(s, since=0.0))
+            devices = db.devices_seen(s)
         return Gauges(
             rounds_closed=last,
             current_round=current.round if current else 0,
             model_version=version,
             last_accuracy=accuracy,
             done=last >= self.settings.rounds,
+            gateways_seen=gateways,
+            devices_seen=devices,
         )
 
 

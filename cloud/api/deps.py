@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -63,5 +64,13 @@ def optional_gateway(credentials: CredentialsDep, tokens: TokensDep, rounds: Rou
     return gw
 
 
+async def timed_post(metrics: MetricsDep) -> AsyncIterator[None]:
+    """Time the request in the aggregate POST latency histogram; a route's first dependency, so it covers the
+    token check and the body read as well."""
+    with metrics.timed_post():
+        yield
+
+
 GatewayDep = Annotated[str, Depends(require_gateway)]
+PostTimerDep = Annotated[None, Depends(timed_post)]
 CheckinDep = Annotated[str | None, Depends(optional_gateway)]
