@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -93,6 +93,7 @@ class _Inbound:
     mid: int
     qos: int
     session: int
+    received: float = field(default_factory=time.monotonic)
 
 
 class MqttLink:
@@ -101,9 +102,10 @@ class MqttLink:
     Handlers run on paho's network thread, ``batched`` ones on the link's ingest thread; an exception in one is
     logged and never reaches paho (the message is acknowledged: redelivering it would only fail again).
     ``on_connected`` runs after each (re)connect, once the subscriptions were requested (the gateway republishes its
-    task there). Topics in ``optional`` may be refused by the broker's ACL without an error (a warning says what is
-    missing). An mqtts:// broker's certificate must chain to ``ca`` (default: the system's CAs), over TLS 1.2 or
-    newer.
+    task there); ``on_puback`` gets, per handled batch, the seconds each of its acknowledged messages waited from
+    arrival to PUBACK. Topics in ``optional`` may be refused by the broker's ACL without an error (a warning says
+    what is missing). An mqtts:// broker's certificate must chain to ``ca`` (default: the system's CAs), over TLS 1.2
+    or newer.
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class MqttLink:
         ca: Path | None = None,
         batched: dict[str, BatchHandler] | None = None,
         max_batch: int = MAX_BATCH,
+        on_puback: Callable[[list[float]], None] | None = None,
     ) -> None:
         self.address = address
+        self.on_puback = on_puback
         self.subscriptions = dict(subscriptions)
         self.batched = dict(batched or {})
         self.max_batch = max_batch
@@ -309,10 +313,15 @@ class MqttLink:
             self.errors += 1
             log.exception("handling %d message(s) on %r failed", len(run), run[0].topic)
             result = Handled([True] * len(run), [])
+        waits: list[float] = []
         for message, handled in zip(run, result.flags, strict=True):
             if message.session == self._session:
                 self._puback(message.mid, message.qos, handled)
                 self.pubacked += handled and message.qos > 0
+                if handled:
+                    waits.append(time.monotonic() - message.received)
+        if waits and self.on_puback is not None:
+            self.on_puback(waits)
         # Queued behind the PUBACKs: whoever sees a reply, the broker already has (or is about to get) the PUBACK.
         for topic, payload in result.replies:
             self.publish(topic, payload)

@@ -25,9 +25,10 @@ from flcore.messages import Status, Task
 from flcore.robust import FEDAVG, RuleParams
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
-from gateway.collector import Accepted, Collector, KeyRing, RoundTotals, SubRound
+from gateway.collector import JOURNAL_ERROR, Accepted, Collector, KeyRing, RoundTotals, SubRound
 from gateway.device_keys import DeviceKeys
 from gateway.journal import Journal
+from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MAX_BATCH, Handled, MqttLink
 from gateway.pause import Pause
 from gateway.roster import Roster
@@ -71,6 +72,7 @@ class GatewayNode:
         self.journal = journal
         self.pause = pause or Pause()
         self.broker_stats = BrokerStats()
+        self.metrics = GatewayMetrics()
         self.collector = Collector(
             self.topics,
             max_bytes=max_bytes,
@@ -93,6 +95,7 @@ class GatewayNode:
             batched={self.topics.up_wildcard: self._on_ups},
             # The test hook counts arrivals update by update: batches of one keep its windows exact.
             max_batch=1 if self.pause.target is not None else MAX_BATCH,
+            on_puback=self.metrics.acknowledged,
         )
 
     @classmethod
@@ -129,6 +132,12 @@ class GatewayNode:
     def counters(self) -> Counter[str]:
         with self.cond:
             return Counter(self.collector.counters)
+
+    @property
+    def devices_live(self) -> int:
+        """Devices whose retained status names this gateway (or that sent an update since)."""
+        with self.cond:
+            return len(self.roster.live)
 
     @property
     def totals(self) -> RoundTotals | None:
@@ -237,11 +246,12 @@ class GatewayNode:
                 opening = self.collector.opening
                 self.journal.updates(accepted, into_sub=opening.sub if opening else None)
 
+        self.metrics.received(sum(len(payload) for _, payload in batch))
         with self.cond:
             try:
                 verdicts = self.collector.ingest_batch(batch, journal)
             except StateError as exc:
-                self.collector.counters["journal_error"] += 1
+                self.collector.counters[JOURNAL_ERROR] += 1
                 log.error("could not journal %d update(s), not acknowledging them: %s", len(batch), exc)
                 return Handled([False] * len(batch), [])
             answered = [v for v in verdicts if v is not None]

@@ -49,6 +49,10 @@ class GatewaySettings(BaseSettings, RobustSettings):
     topk: float = Field(DEFAULT_TOPK, gt=0, le=1)
     # Comma-separated encodings accepted from devices, besides `enc` (an update in another is rejected `enc`).
     accept_enc: str = ",".join(ACCEPTED_BY_DEFAULT)
+    # Prometheus metrics (GET /metrics, docs/operations.md) on metrics_host:metrics_port; 0 = off, the default, so
+    # several gateways on one machine never clash (9108 is the usual choice when a single gateway runs there).
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     # Test hook for fault tests (gateway/pause.py): hold at a named point so a test can kill -9 there. Off when empty.
     pause_at: str = ""
 

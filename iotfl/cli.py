@@ -274,16 +274,25 @@ def gateway(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int,
+        opt("Serve Prometheus metrics at http://HOST:PORT/metrics (0 = off).", "METRICS_PORT", min=0, max=65535),
+    ] = 0,
+    metrics_host: Annotated[str, opt("Address the metrics port binds to.", "METRICS_HOST")] = "127.0.0.1",
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a gateway: collect device updates over MQTT, aggregate them, forward one aggregate per round."""
+    from gateway.metrics import MetricsError
     from gateway.service import run
     from gateway.settings import GatewaySettings
 
     settings = settings_for(ctx, GatewaySettings, config, locals())
     setup_logging(verbose)
-    run(settings, stop_event())
+    try:
+        run(settings, stop_event())
+    except MetricsError as exc:
+        fail(str(exc))
 
 
 @app.command()
