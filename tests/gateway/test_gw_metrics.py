@@ -75,8 +75,9 @@ def one_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     key_file.chmod(0o600)
     dataset = sensors(0, samples=200)
     broker = start_broker(prefer="mosquitto", workdir=tmp / "broker")
-    cloud_settings = CloudSettings(db=f"sqlite:///{tmp / 'cloud.db'}", port=0, gateway_tokens={"gw0": TOKEN},
-                                   dataset=dataset.name, rounds=1, round_timeout=60.0, chunk=CHUNK, min_gateways=1)  # fmt: skip
+    db = f"sqlite:///{tmp / 'cloud.db'}"
+    cloud_settings = CloudSettings(db=db, port=0, gateway_tokens={"gw0": TOKEN}, dataset=dataset.name, rounds=1,
+                                   round_timeout=60.0, chunk=CHUNK, min_gateways=1)  # fmt: skip
     port = free_port()
     stop = threading.Event()
     try:
