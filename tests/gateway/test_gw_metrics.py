@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,17 +20,17 @@ import numpy as np
 import pytest
 from gateway_peers import WAIT, Device, devices
 from prometheus_scrape import Scrape, scrape
+from typer.testing import CliRunner
 
 from cloud.server import running
 from cloud.settings import CloudSettings
 from flcore.datasets import sensors
 from flcore.messages import Status, Task, Up
 from flcore.quantize import quantize
-from gateway.metrics import MetricsError, serve
-from gateway.node import GatewayNode
 from gateway.service import run
 from gateway.settings import GatewaySettings
 from iotfl.broker import free_port, start_broker
+from iotfl.cli import app
 
 TOKEN = "gw0-metrics"
 CHUNK = 64
@@ -172,11 +174,19 @@ def test_every_dashboard_metric_is_exported(one_round: Run) -> None:
     assert any(n.startswith("iotfl_gateway_") for n in named) and any(not n.startswith("iotfl_gateway_") for n in named)
 
 
-def test_a_taken_metrics_port_is_a_clear_error() -> None:
-    node = GatewayNode("gw0", GatewaySettings(id="gw0", token="t").broker_address)
-    first = serve(node.metrics, "127.0.0.1", 0)
-    try:
-        with pytest.raises(MetricsError, match=rf"cannot serve metrics on 127\.0\.0\.1:{first.port}: "):
-            serve(node.metrics, "127.0.0.1", first.port)
-    finally:
-        first.close()
+def test_a_taken_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["gateway", "--id", "gw0", "--token", "t", "--cloud", f"http://127.0.0.1:{free_port()}",
+                "--state-dir", str(tmp_path), "--metrics-port", str(port)]  # fmt: skip
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            result = CliRunner().invoke(app, args)
+        finally:  # the command installs its stop handlers in this process
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in result.output
+    assert "Traceback" not in result.output
