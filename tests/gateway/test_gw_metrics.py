@@ -10,7 +10,6 @@ import secrets
 import signal
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from gateway_peers import WAIT, Device, devices
+from gateway_peers import WAIT, Device, devices, wait_for
 from prometheus_scrape import Scrape, scrape
 from typer.testing import CliRunner
 
@@ -42,16 +41,6 @@ class Run:
     gateway: Scrape
     cloud: Scrape
     sent: list[bytes]  # every update payload published, in order
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what}: not within {timeout} s")
 
 
 def signed(dev: str, task: Task, seq: int, key: bytes) -> bytes:
@@ -115,10 +104,12 @@ def one_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     got if forwarded and emptied and got.value("iotfl_gateway_broker_dropped_reported") == 0 else None
                 )
 
-            gateway_scrape = wait_for(settled, "the round forwarded, the outbox empty, the broker's $SYS counter seen")
+            gateway_scrape = wait_for(
+                settled, what="the round forwarded, the outbox empty, the broker's $SYS counter seen"
+            )
             cloud_scrape = wait_for(
                 lambda: (got := scrape(f"{cloud_url}/metrics")).value("iotfl_rounds_closed_total") == 1 and got,
-                "round 1 closed at the cloud",
+                what="round 1 closed at the cloud",
             )
             yield Run(gateway_scrape, cloud_scrape, sent)
             stop.set()
