@@ -318,13 +318,13 @@ class MqttLink:
             if message.session == self._session:
                 self._puback(message.mid, message.qos, handled)
                 self.pubacked += handled and message.qos > 0
-                if handled:
+                if handled and message.qos > 0:
                     waits.append(time.monotonic() - message.received)
-        if waits and self.on_puback is not None:
-            self.on_puback(waits)
         # Queued behind the PUBACKs: whoever sees a reply, the broker already has (or is about to get) the PUBACK.
         for topic, payload in result.replies:
             self.publish(topic, payload)
+        if waits and self.on_puback is not None:  # after the replies: counting never delays an ack
+            self.on_puback(waits)
 
 
 def _no_delay(client: paho.Client) -> None:
