@@ -27,6 +27,7 @@ from gateway.journal import Journal
 from gateway.local_model import LocalModel
 from gateway.node import GatewayNode
 from gateway.outbox import Outbox
+from gateway.reporter import Reporter
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -345,12 +346,15 @@ def run(settings: GatewaySettings, stop: threading.Event) -> None:
         f", TEST HOOK pause_at={settings.pause_at}" if settings.pause_at else "",
     )
     loop = RoundLoop(settings, node, cloud, journal, stop, outbox)
+    reporter = Reporter(settings.id, node, cloud, stop, settings.report_interval)
     loop.forwarder.start()
+    reporter.start()
     try:
         loop.run()
     finally:
         stop.set()
         loop.forwarder.join(FORWARDER_JOIN)
+        reporter.join(FORWARDER_JOIN)
         node.stop()
         cloud.close()
         journal.close()
