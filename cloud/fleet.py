@@ -118,19 +118,14 @@ class Fleet:
             r = current.round if current is not None else 0
             reported = db.rounds_reported(s)
             posted = db.reporters(s, r)
-            bytes_by_gw = dict(
-                s.execute(select(db.AggregateRow.gw, func.sum(db.AggregateRow.bytes_up)).group_by(db.AggregateRow.gw))
-                .tuples()
-                .all()
-            )
+            by_gw = select(db.AggregateRow.gw, func.sum(db.AggregateRow.bytes_up)).group_by(db.AggregateRow.gw)
+            bytes_by_gw = {gw: int(total or 0) for gw, total in s.execute(by_gw)}
+            by_state = select(DeviceStatusRow.gw, DeviceStatusRow.state, func.count())
             counts = _device_counts(
-                s.execute(
-                    select(DeviceStatusRow.gw, DeviceStatusRow.state, func.count()).group_by(
-                        DeviceStatusRow.gw, DeviceStatusRow.state
-                    )
-                )
-                .tuples()
-                .all()
+                [
+                    (gw, state, int(n))
+                    for gw, state, n in s.execute(by_state.group_by(DeviceStatusRow.gw, DeviceStatusRow.state))
+                ]
             )
             reports = {row.gw: row for row in s.scalars(select(GatewayReportRow))}
             gateways = db.gateways(s)
@@ -148,7 +143,7 @@ class Fleet:
                     rounds_reported=reported.get(g.id, 0),
                     devices_online=online,
                     devices_known=known,
-                    bytes_up=int(bytes_by_gw.get(g.id) or 0),
+                    bytes_up=bytes_by_gw.get(g.id, 0),
                     posted=g.id in posted,
                     progress=_progress(report),
                     rejected=rejected,

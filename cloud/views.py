@@ -115,6 +115,12 @@ class Problem(BaseModel):
     detail: ProblemDetail
 
 
+class ParseProblem(BaseModel):
+    """FastAPI's answer to a JSON body it could not parse (a 400 without a ``reason``)."""
+
+    detail: str
+
+
 class ValidationProblem(BaseModel):
     """FastAPI's answer to a path or query parameter it could not parse (a 422 without a ``reason``)."""
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from cloud.api.deps import CheckinDep, FleetDep, GatewayDep, problem
-from cloud.views import DevicePage, FleetOverview, GatewayReport, Problem, ReportResult, ValidationProblem
+from cloud.views import DevicePage, FleetOverview, GatewayReport, ParseProblem, Problem, ReportResult, ValidationProblem
 
 router = APIRouter()
 
@@ -20,6 +20,7 @@ MAX_PAGE = 500
 @router.post(
     "/gateways/{gw}/report",
     responses={
+        400: {"model": ParseProblem, "description": "the body is not JSON"},
         401: {"model": Problem, "description": "missing or unknown bearer token"},
         403: {"model": Problem, "description": "the path's gateway is not the token's"},
         422: {"model": ValidationProblem, "description": "a malformed report or gateway id"},
