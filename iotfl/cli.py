@@ -361,9 +361,16 @@ def fleet(
 @app.command()
 def status(
     cloud: Annotated[str, opt("The cloud's base URL.", "CLOUD")] = "http://127.0.0.1:8000",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON status.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON for scripts: /api/v1/status plus 'overview' (/api/v1/gateways) and 'device_states'.",
+        ),
+    ] = False,
 ) -> None:
-    """Show the cloud's status: round, model version, gateways and accuracy history."""
+    """Show the cloud's status: round, model version, gateways (devices, bytes, round progress), rejected updates and
+    the accuracy history. Exit code 1 when the cloud cannot be read."""
     from iotfl.status import show_status
 
     raise typer.Exit(show_status(cloud, as_json, Console(), err))

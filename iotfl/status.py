@@ -25,11 +25,11 @@ def _get(client: httpx.Client, path: str, optional: bool = False, **params: Any)
     try:
         response = client.get(path, params=params)
     except httpx.HTTPError as exc:
-        raise Unreachable(f"cannot reach {client.base_url}{path}: {type(exc).__name__}: {exc}") from None
+        raise Unreachable(f"cannot read {client.base_url}{path}: {type(exc).__name__}: {exc}") from None
     if optional and response.status_code == 404:
         return None
     if response.status_code != 200:
-        raise Unreachable(f"{client.base_url}{path} answered HTTP {response.status_code}: {response.text[:200]}")
+        raise Unreachable(f"cannot read {client.base_url}{path}: HTTP {response.status_code} {response.text[:200]}")
     try:
         return response.json()
     except ValueError:
@@ -44,7 +44,7 @@ def fetch_status(cloud: str, timeout: float = 5.0) -> dict[str, Any]:
     with httpx.Client(base_url=cloud.rstrip("/"), timeout=timeout) as client:
         status = _get(client, "/api/v1/status")
         if not isinstance(status, dict) or "history" not in status:
-            raise Unreachable(f"{cloud}/api/v1/status is not an iotfl status")
+            raise Unreachable(f"cannot read {cloud}/api/v1/status: not an iotfl status")
         status["overview"] = _get(client, "/api/v1/gateways", optional=True)
         states: dict[str, int] | None = None
         if status["overview"] is not None:
