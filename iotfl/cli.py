@@ -249,6 +249,15 @@ def gateway(
     ] = 0.0,
     round_timeout: Annotated[float, opt("Seconds a (sub-)round waits for devices.", "ROUND_TIMEOUT")] = 30.0,
     state_dir: Annotated[Path, opt("Where the gateway keeps its state.", "STATE_DIR")] = Path("."),
+    report_interval: Annotated[
+        float,
+        opt(
+            "Seconds between reports of round progress and device statuses to the cloud's dashboard (0 = none).",
+            "REPORT_INTERVAL",
+            min=0,
+            max=3600,
+        ),
+    ] = 2.0,
     aggregation: AggregationOpt = "fedavg",
     clip_norm: ClipNormOpt = 0.0,
     trim: TrimOpt = 0.2,
