@@ -179,16 +179,7 @@ def _rejected(counters: dict[str, int]) -> dict[str, int]:
 
 
 def _progress(report: GatewayReportRow | None) -> GatewayProgress | None:
-    if report is None:
-        return None
-    return GatewayProgress(
-        round=report.round,
-        accepted=report.accepted,
-        devices=report.devices,
-        live=report.live,
-        bytes_up=report.bytes_up,
-        reported_at=report.reported_at,
-    )
+    return None if report is None else GatewayProgress.model_validate(report, from_attributes=True)
 
 
 __all__ = ["Fleet", "NOT_REJECTED"]
