@@ -1,6 +1,6 @@
 """The dashboard in a real headless Chromium (Debian ``chromium`` driven by playwright) during a running demo: the
 numbers on the page are the REST API's, the chart has one point per finished round, and a screenshot is kept
-(tests/artifacts/dashboard.png, gitignored)."""
+(tests/artifacts/dashboard.png, and dashboard-running.png mid-demo; gitignored)."""
 
 from __future__ import annotations
 
@@ -143,6 +143,8 @@ def test_dashboard_shows_the_api_numbers_and_one_chart_point_per_round(mosquitto
             assert [r[0] for r in _rows(page, "progress")] == ["gw0", "gw1"]
             assert page.text_content("#error") == ""
             page.wait_for_function("document.querySelectorAll('#devices tr').length === 12", timeout=15_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-running.png"), full_page=True)
 
             final, _seconds = follow_rounds(settings, stack, cloud, Console(quiet=True))
             assert final["state"] == "done" and len(final["history"]) == 3
@@ -157,7 +159,6 @@ def test_dashboard_shows_the_api_numbers_and_one_chart_point_per_round(mosquitto
             assert page.text_content("#page") == "page 1 of 1"
 
             shot = ARTIFACTS / "dashboard.png"
-            ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             shutil.copyfile(tmp_path / "dashboard.png", shot)
             print(f"dashboard screenshot: {shot}")
