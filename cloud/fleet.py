@@ -12,15 +12,25 @@ import time
 from collections.abc import Sequence
 
 from sqlalchemy import JSON, BigInteger, Double, Integer, SmallInteger, String, func, select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from cloud import storage as db
 from cloud.errors import CloudError
-from cloud.views import DeviceInfo, DevicePage, FleetOverview, GatewayDetail, GatewayProgress, GatewayReport
+from cloud.views import (
+    DeviceInfo,
+    DevicePage,
+    DeviceStatus,
+    FleetOverview,
+    GatewayDetail,
+    GatewayProgress,
+    GatewayReport,
+)
 
 # Rows looked up per IN (...) query: well under every engine's bound-parameter limit.
 _CHUNK = 500
+# Tries of a report whose rows another worker inserted concurrently.
+_ATTEMPTS = 3
 # Gateway counters that are not refused updates (the collector counts acks by status, rejections by reason, and
 # `stale`/`parked` for updates it took with a staleness weight or held for a later sub-round).
 NOT_REJECTED = frozenset({"accepted", "duplicate", "stale", "parked"})
@@ -72,31 +82,17 @@ class Fleet:
         """Store ``gw``'s report; returns how many device statuses it updated."""
         now = time.time() if now is None else now
         latest = {d.dev: d for d in report.devices}  # a device named twice: its last entry wins
-        with self.storage.transaction(write=True) as s:
-            row = s.get(GatewayReportRow, gw)
-            if row is None:
-                row = GatewayReportRow(gw=gw)
-                s.add(row)
-            row.reported_at, row.round, row.counters = now, report.round, dict(report.counters)
-            row.accepted, row.devices, row.live, row.bytes_up = (
-                report.accepted,
-                report.devices_in_round,
-                report.live,
-                report.bytes_up,
-            )
-            ids = list(latest)
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                known = {r.id: r for r in s.scalars(select(DeviceStatusRow).where(DeviceStatusRow.id.in_(chunk)))}
-                for dev in chunk:
-                    d = latest[dev]
-                    target = known.get(dev)
-                    if target is None:
-                        target = DeviceStatusRow(id=dev)
-                        s.add(target)
-                    target.gw, target.state, target.battery, target.rssi = gw, d.state, d.battery, d.rssi
-                    target.ram_class, target.fw, target.updated_at = d.ram_class, d.fw, d.updated_at
-        return len(latest)
+        attempt = 1
+        while True:
+            try:
+                with self.storage.transaction(write=True) as s:
+                    _store(s, gw, report, latest, now)
+                return len(latest)
+            except IntegrityError:
+                # Another worker inserted one of these rows first (PostgreSQL): the next attempt updates it.
+                if attempt == _ATTEMPTS:
+                    raise
+                attempt += 1
 
     def devices(self, offset: int, limit: int, gw: str | None = None, state: str | None = None) -> DevicePage:
         """One page of device statuses ordered by id, optionally of one gateway and/or in one state."""
@@ -150,6 +146,22 @@ class Fleet:
                 )
             )
         return FleetOverview(round=r, gateways=details, rejected=dict(sorted(rejected_total.items())))
+
+
+def _store(s: Session, gw: str, report: GatewayReport, latest: dict[str, DeviceStatus], now: float) -> None:
+    row = s.get(GatewayReportRow, gw) or GatewayReportRow(gw=gw)
+    s.add(row)
+    row.reported_at, row.round, row.counters, row.accepted = now, report.round, dict(report.counters), report.accepted
+    row.devices, row.live, row.bytes_up = report.devices_in_round, report.live, report.bytes_up
+    ids = sorted(latest)  # rows locked in one order by every writer: no deadlock between two reports
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        known = {r.id: r for r in s.scalars(select(DeviceStatusRow).where(DeviceStatusRow.id.in_(chunk)))}
+        for dev in chunk:
+            d, target = latest[dev], known.get(dev) or DeviceStatusRow(id=dev)
+            s.add(target)
+            target.gw, target.state, target.battery, target.rssi = gw, d.state, d.battery, d.rssi
+            target.ram_class, target.fw, target.updated_at = d.ram_class, d.fw, d.updated_at
 
 
 def _device(row: DeviceStatusRow) -> DeviceInfo:

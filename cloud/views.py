@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from flcore.topics import ID_PATTERN
+
 
 class CurrentRound(BaseModel):
     """What gateways poll: the open round and its task hyper-parameters (``state`` is ``done`` at the end)."""
@@ -129,13 +131,13 @@ class ValidationProblem(BaseModel):
 
 # --- what gateways report about their fleet (cloud.fleet), and the dashboard's views of it -----------------------
 
-_ID = r"^[A-Za-z0-9_-]{1,64}$"
+ID_REGEX = f"^{ID_PATTERN.pattern}$"  # a device or gateway id, anchored (pydantic's pattern searches)
 
 
 class DeviceStatus(BaseModel):
     """A device's latest retained ``status`` as its gateway received it (the wire message's fields)."""
 
-    dev: str = Field(pattern=_ID)
+    dev: str = Field(pattern=ID_REGEX)
     state: Literal["online", "sleeping", "offline"]
     battery: float | None = Field(None, ge=0, le=1, description="charge, 0..1")
     rssi: int | None = Field(None, ge=-200, le=50, description="dBm")

@@ -9,11 +9,19 @@ from fastapi import APIRouter, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from cloud.api.deps import CheckinDep, FleetDep, GatewayDep, problem
-from cloud.views import DevicePage, FleetOverview, GatewayReport, ParseProblem, Problem, ReportResult, ValidationProblem
+from cloud.views import (
+    ID_REGEX,
+    DevicePage,
+    FleetOverview,
+    GatewayReport,
+    ParseProblem,
+    Problem,
+    ReportResult,
+    ValidationProblem,
+)
 
 router = APIRouter()
 
-ID = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_PAGE = 500
 
 
@@ -28,7 +36,7 @@ MAX_PAGE = 500
     summary="A gateway's report: its round progress, update counters and changed device statuses",
 )
 async def post_report(
-    gw: Annotated[str, Path(pattern=ID)], report: GatewayReport, caller: GatewayDep, fleet: FleetDep
+    gw: Annotated[str, Path(pattern=ID_REGEX)], report: GatewayReport, caller: GatewayDep, fleet: FleetDep
 ) -> ReportResult:
     if gw != caller:
         raise problem(status.HTTP_403_FORBIDDEN, "forbidden", f"this token belongs to {caller!r}, not {gw!r}")
@@ -51,7 +59,7 @@ def devices(
     _gw: CheckinDep,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    gw: Annotated[str | None, Query(pattern=ID, description="only this gateway's devices")] = None,
+    gw: Annotated[str | None, Query(pattern=ID_REGEX, description="only this gateway's devices")] = None,
     state: Annotated[Literal["online", "sleeping", "offline"] | None, Query()] = None,
 ) -> DevicePage:
     return fleet.devices(offset, limit, gw, state)

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 from cloud_client import Cloud
 
 
@@ -96,3 +98,18 @@ def test_a_report_needs_its_own_gateways_token_and_a_valid_body_and_changes_noth
     assert cloud.get("/api/v1/devices")["total"] == 0
     assert all(g["progress"] is None for g in cloud.get("/api/v1/gateways")["gateways"])
     assert cloud.http.get("/api/v1/devices", params={"limit": 501}).status_code == 422
+
+
+def test_concurrent_reports_naming_the_same_new_devices_all_succeed(cloud: Cloud) -> None:
+    """Two gateways (one a device moved to) racing to insert the same rows: every post answers 200."""
+    devices = [_device(i) for i in range(40)]
+
+    def post(i: int) -> int:
+        gw = ("gw0", "gw1")[i % 2]
+        with httpx.Client(base_url=cloud.url, timeout=10.0) as http:
+            return http.post(f"/api/v1/gateways/{gw}/report", json=_report(devices), headers=cloud.auth(gw)).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        assert list(pool.map(post, range(20))) == [200] * 20
+    page = cloud.get("/api/v1/devices", params=dict(limit=100))
+    assert page["total"] == 40 and {d["gw"] for d in page["items"]} <= {"gw0", "gw1"}
