@@ -126,7 +126,7 @@ def show_status(cloud: str, as_json: bool, out: Console, err: Console) -> int:
         out.print_json(json.dumps(status))
         return 0
     states = status["device_states"]
-    by_state = f" ({', '.join(f'{n} {s}' for s, n in states.items())})" if states else ""
+    by_state = f"  device statuses: {', '.join(f'{n} {s}' for s, n in states.items())}" if states else ""
     out.print(
         f"fleet [bold]{status['fleet']}[/]  round {status['round']}/{status['total_rounds']}  "
         f"model v{status['model_version']}  state [bold]{status['state']}[/]  "

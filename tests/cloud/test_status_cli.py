@@ -41,7 +41,11 @@ def test_status_prints_the_rest_status_as_tables(cloud: Cloud) -> None:
     result = runner.invoke(app, ["status", "--cloud", cloud.url], env=WIDE)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "round 2/3" in lines[0] and "model v1" in lines[0] and "1 online, 0 sleeping, 1 offline" in lines[0]
+    assert (
+        "round 2/3" in lines[0]
+        and "model v1" in lines[0]
+        and "device statuses: 1 online, 0 sleeping, 1 offline" in lines[0]
+    )
     gw0 = next(line for line in lines if line.lstrip("│ ").startswith("gw0"))
     assert "1 / 2" in gw0 and "5,000" in gw0 and "4 · 2 / 3" in gw0 and "collecting" in gw0
     rejected = next(line for line in lines if "signature" in line)
