@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 
@@ -27,6 +28,7 @@ from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
 from gateway.collector import JOURNAL_ERROR, Accepted, Collector, KeyRing, RoundTotals, SubRound
 from gateway.device_keys import DeviceKeys
+from gateway.device_log import DeviceLog
 from gateway.journal import Journal
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MAX_BATCH, Handled, MqttLink
@@ -83,6 +85,7 @@ class GatewayNode:
             encodings=encodings,
         )
         self.roster = Roster(gw)
+        self.device_log = DeviceLog(gw)
         self.cond = threading.Condition()
         self._task: bytes | None = None
         self.link = MqttLink(
@@ -142,6 +145,22 @@ class GatewayNode:
     @property
     def totals(self) -> RoundTotals | None:
         return self.collector.totals
+
+    def report(self, since: int) -> tuple[int, dict[str, Any]]:
+        """A report for the cloud (``gateway.reporter``) with the device statuses that changed after ``since``, and
+        the status sequence number it is complete up to."""
+        with self.cond:
+            totals = self.collector.totals
+            body = {
+                "round": totals.round if totals else 0,
+                "accepted": totals.k if totals else 0,
+                "devices_in_round": len(totals.devices) if totals else 0,
+                "live": len(self.roster.live),
+                "bytes_up": totals.bytes_up if totals else 0,
+                "counters": dict(self.collector.counters),
+                "devices": self.device_log.changed_since(since),
+            }
+            return self.device_log.seq, body
 
     def publish_task(self, task: Task) -> paho.MQTTMessageInfo:
         """Replace the retained task (also republished after every reconnect); the returned info tells when the
@@ -280,6 +299,7 @@ class GatewayNode:
                 return
         with self.cond:
             self.roster.on_status(dev, status)
+            self.device_log.on_status(dev, status, time.time())
             self.cond.notify_all()
 
     def _republish_task(self) -> None:

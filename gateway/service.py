@@ -28,6 +28,7 @@ from gateway.local_model import LocalModel
 from gateway.metrics import serve
 from gateway.node import GatewayNode
 from gateway.outbox import Outbox
+from gateway.reporter import Reporter
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -352,16 +353,19 @@ def run(settings: GatewaySettings, stop: threading.Event) -> None:
     loop = RoundLoop(settings, node, cloud, journal, stop, outbox)
     node.metrics.watch(loop.snapshot)
     exposed = None
+    reporter = Reporter(settings.id, node, cloud, stop, settings.report_interval)
     try:
         if settings.metrics_port:
             exposed = serve(node.metrics, settings.metrics_host, settings.metrics_port)
         loop.forwarder.start()
+        reporter.start()
         loop.run()
     finally:
         stop.set()
         if exposed is not None:
             exposed.close()
         loop.forwarder.join(FORWARDER_JOIN)
+        reporter.join(FORWARDER_JOIN)
         node.stop()
         cloud.close()
         journal.close()

@@ -39,6 +39,8 @@ class GatewaySettings(BaseSettings, RobustSettings):
     forward_margin: float = Field(2.0, ge=0, le=3600)
     state_dir: Path = Path(".")
     poll_interval: float = Field(0.5, gt=0, le=60)
+    # Seconds between reports of round progress and device statuses to the cloud's dashboard (0 = none).
+    report_interval: float = Field(2.0, ge=0, le=3600)
     max_update_bytes: int = Field(1 << 20, ge=64)
     max_samples: int = Field(100_000, ge=1)
     # JSON {dev: 64 hex} of this gateway's device keys: when set, every update must be signed (docs/protocol.md).

@@ -249,6 +249,15 @@ def gateway(
     ] = 0.0,
     round_timeout: Annotated[float, opt("Seconds a (sub-)round waits for devices.", "ROUND_TIMEOUT")] = 30.0,
     state_dir: Annotated[Path, opt("Where the gateway keeps its state.", "STATE_DIR")] = Path("."),
+    report_interval: Annotated[
+        float,
+        opt(
+            "Seconds between reports of round progress and device statuses to the cloud's dashboard (0 = none).",
+            "REPORT_INTERVAL",
+            min=0,
+            max=3600,
+        ),
+    ] = 2.0,
     aggregation: AggregationOpt = "fedavg",
     clip_norm: ClipNormOpt = 0.0,
     trim: TrimOpt = 0.2,
@@ -370,9 +379,16 @@ def fleet(
 @app.command()
 def status(
     cloud: Annotated[str, opt("The cloud's base URL.", "CLOUD")] = "http://127.0.0.1:8000",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON status.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON for scripts: /api/v1/status plus 'overview' (/api/v1/gateways) and 'device_states'.",
+        ),
+    ] = False,
 ) -> None:
-    """Show the cloud's status: round, model version, gateways and accuracy history."""
+    """Show the cloud's status: round, model version, gateways (devices, bytes, round progress), rejected updates and
+    the accuracy history. Exit code 1 when the cloud cannot be read."""
     from iotfl.status import show_status
 
     raise typer.Exit(show_status(cloud, as_json, Console(), err))

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud.auth import Tokens
+from cloud.fleet import Fleet
 from cloud.metrics import Metrics
 from cloud.rounds import Rounds
 from cloud.settings import CloudSettings
@@ -32,10 +33,15 @@ def get_settings(request: Request) -> CloudSettings:
     return request.app.state.settings
 
 
+def get_fleet(request: Request) -> Fleet:
+    return request.app.state.fleet
+
+
 RoundsDep = Annotated[Rounds, Depends(get_rounds)]
 TokensDep = Annotated[Tokens, Depends(get_tokens)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SettingsDep = Annotated[CloudSettings, Depends(get_settings)]
+FleetDep = Annotated[Fleet, Depends(get_fleet)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 

@@ -241,8 +241,14 @@ def test_metrics_speak_openmetrics_when_asked(cloud: Cloud) -> None:
 def test_dashboard_docs_and_health(cloud: Cloud) -> None:
     page = cloud.http.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "api/v1/status" in page.text and "setInterval(poll, 2000)" in page.text
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)  # self-contained: no CDN
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sorted(assets) == ["static/dashboard.css", "static/dashboard.js"]  # served by the cloud: no CDN
+    script, style = cloud.http.get("/static/dashboard.js"), cloud.http.get("/static/dashboard.css")
+    assert script.headers["content-type"].startswith("text/javascript") and "setInterval(poll, POLL_MS)" in script.text
+    assert all(f'"api/v1/{path}' in script.text for path in ("status", "gateways", "devices?"))
+    assert style.headers["content-type"].startswith("text/css")
+    assert not re.search(r"https?://", script.text + style.text)
+    assert cloud.http.get("/static/index.html").status_code == 404  # only the listed assets
     assert cloud.get("/healthz") == {"status": "ok"}
     assert cloud.http.get("/docs").status_code == 200
     paths = cloud.get("/openapi.json")["paths"]
@@ -252,6 +258,9 @@ def test_dashboard_docs_and_health(cloud: Cloud) -> None:
         "/api/v1/rounds/{round}/aggregates",
         "/api/v1/status",
         "/api/v1/model/latest",
+        "/api/v1/gateways",
+        "/api/v1/gateways/{gw}/report",
+        "/api/v1/devices",
         "/healthz",
         "/metrics",
     ):
