@@ -289,13 +289,26 @@ def test_unit_has_the_required_keys(name: str, command: str) -> None:
     assert set(unit) == {"Unit", "Service", "Install"}
     service = unit["Service"]
     (exec_start,) = service["ExecStart"]
-    assert exec_start.split()[0].endswith("/iotfl") and exec_start.split()[1:] == [command]
+    assert exec_start.split()[0].endswith("/iotfl") and exec_start.split()[1] == command
     assert service["EnvironmentFile"] == [f"/etc/iotfl/{command}.env"]
-    assert service["Restart"] == ["on-failure"]
+    assert service["Restart"] == ["on-failure"] and int(service["RestartSec"][0]) > 0
+    assert int(unit["Unit"]["StartLimitIntervalSec"][0]) > 0 and int(unit["Unit"]["StartLimitBurst"][0]) > 1
     assert service["DynamicUser"] == ["yes"] and service["StateDirectory"] == [f"iotfl-{command}"]
     assert service["ProtectSystem"] == ["strict"] and service["NoNewPrivileges"] == ["yes"]
+    assert service["ProtectHome"] == ["yes"] and service["PrivateTmp"] == ["yes"]
+    # every secret file the service reads is a credential (root-owned 0600 at its source) whose copy in %d the
+    # flag points at: the dynamic user could not read the source
+    for credential in service.get("LoadCredential", []):
+        name, _, source = credential.partition(":")
+        assert source.startswith("/etc/iotfl/") and f"%d/{name}" in exec_start.split()
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
     assert "network-online.target" in unit["Unit"]["After"][0]
+
+
+def test_gateway_unit_hands_the_device_keys_to_the_dynamic_user() -> None:
+    service = unit_keys(DEPLOY / "systemd" / "iotfl-gateway.service")["Service"]
+    assert service["LoadCredential"] == ["device-keys.json:/etc/iotfl/device-keys.json"]
+    assert service["ExecStart"][0].split()[1:] == ["gateway", "--device-keys", "%d/device-keys.json"]
 
 
 @pytest.mark.parametrize("name", UNITS)
