@@ -1,8 +1,8 @@
 """Settings precedence for every command: command-line flags > ``IOTFL_*`` environment > ``iotfl.toml`` > defaults.
 
-One TOML file serves every command. Its top-level keys (not tables) apply to every command that has a setting of
-that name; a table named after the command (``[gateway]``, ``[cloud]``, ``[provision.fleet]``, …) applies to that
-command only and wins over the top level. Other tables are other commands' and ignored here. The file is
+One TOML file serves every command. The ``[common]`` table (and plain top-level keys) apply to every command that
+has a setting of that name; a table named after the command (``[gateway]``, ``[cloud]``, ``[provision.fleet]``, …)
+applies to that command only and wins. Other tables are other commands' and ignored here. The file is
 ``--config FILE`` (or ``IOTFL_CONFIG``), else ``./iotfl.toml`` when it exists. docs/configuration.md lists every key.
 """
 
@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 S = TypeVar("S", bound=BaseSettings)
 
 DEFAULT_CONFIG = Path("iotfl.toml")
+# Settings every command shares. A table, because `fleet` and `cloud` are both settings and command tables.
+COMMON = "common"
 
 # The table of each command that reads settings, and its settings class (imported only when asked for: the cloud's
 # and the simulator's live in extras). docs/configuration.md is checked against these by tests/iotfl/test_config_doc.py.
@@ -51,12 +53,17 @@ def config_path(config: Path | None) -> Path | None:
 
 
 def read_section(cls: type[BaseSettings], config: Path, section: str) -> dict[str, Any]:
-    """The values ``config`` gives the command ``section`` (dotted for subcommands): top-level keys, then its table."""
+    """The values ``config`` gives the command ``section`` (dotted for subcommands): top-level keys, ``[common]``,
+    then its own table, each winning over the one before."""
     try:
         data = tomllib.loads(Path(config).read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {config}: {exc}") from None
     values = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    common = data.get(COMMON, {})
+    if not isinstance(common, dict):
+        raise ConfigError(f"{config}: [{COMMON}] must be a table")
+    values.update(common)
     table: Any = data
     for part in section.split("."):
         table = table.get(part, {}) if isinstance(table, dict) else {}

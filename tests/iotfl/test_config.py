@@ -83,3 +83,11 @@ def test_iotfl_toml_in_the_working_directory_is_read(tmp_path: Path, monkeypatch
     other = tmp_path / "other.toml"
     other.write_text("quorum = 12\n")
     assert build(Example, other, "gateway").quorum == 12  # --config replaces ./iotfl.toml, no merging
+
+
+def test_common_table_is_shared_where_fleet_and_cloud_are_command_tables(tmp_path: Path) -> None:
+    config = tmp_path / "iotfl.toml"
+    config.write_text('[common]\nfleet = "site1"\nquorum = 1\n[fleet]\nquorum = 5\n[gateway]\nbroker = "mqtt://g:1"\n')
+    assert (build(Example, config, "gateway").fleet, build(Example, config, "gateway").quorum) == ("site1", 1)
+    assert build(Example, config, "fleet").quorum == 5
+    assert build(Example, config, "fleet").broker == "mqtt://127.0.0.1:1883"

@@ -100,6 +100,19 @@ def test_every_documented_key_is_accepted_by_its_section(tmp_path: Path) -> None
         assert set(read_section(cls, config, section)) == set(keys)
 
 
+def test_the_example_file_reads_for_every_command(tmp_path: Path) -> None:
+    from iotfl.config import read_section
+
+    example = re.search(r"```toml\n(.*?)```", DOC.read_text(), re.S)
+    assert example, "docs/configuration.md lost its example iotfl.toml"
+    config = tmp_path / "iotfl.toml"
+    config.write_text(example.group(1))
+    gateway = read_section(settings_class("gateway"), config, "gateway")
+    assert gateway["fleet"] == "site1" and gateway["id"] == "gw0"  # [common], then its own table
+    for section in SECTIONS:
+        read_section(settings_class(section), config, section)
+
+
 if __name__ == "__main__":
     text = DOC.read_text()
     DOC.write_text(text[: text.index(BEGIN)] + render() + text[text.index(END) + len(END) :])
