@@ -371,7 +371,7 @@ def fleet(
     data = load_dataset(settings.dataset, settings.seed)
     with fleet_bars(err) as bars:
         try:
-            result = run_fleet(settings, data, stop_event(), FleetProgress(bars, settings.devices, settings.rounds))
+            result = run_fleet(settings, data, stop_event(), FleetProgress(bars, settings.devices))
         except ValueError as exc:
             fail(str(exc))
         except ConnectionError as exc:

@@ -14,15 +14,14 @@ class FleetProgress:
     Events arrive from the network loop and the training threads; ``rich`` serialises the bar updates itself and
     the round bookkeeping takes its own lock."""
 
-    def __init__(self, progress: Progress, devices: int, rounds: int):
+    def __init__(self, progress: Progress, devices: int):
         self._progress = progress
         self._lock = threading.Lock()
         self._round = 0
         self._acked = 0
         self._connected = progress.add_task("devices connected", total=devices)
-        self._updates = progress.add_task(f"round ?/{rounds}: updates acknowledged", total=devices)
+        self._updates = progress.add_task("round ?: updates acknowledged", total=devices)
         self._done = progress.add_task("devices done", total=devices)
-        self._rounds = rounds
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -43,9 +42,7 @@ class FleetProgress:
                 return  # a late ack of an earlier round: the bar shows the current one
             self._acked += 1
             acked, current = self._acked, self._round
-        self._progress.update(
-            self._updates, completed=acked, description=f"round {current}/{self._rounds}: updates acknowledged"
-        )
+        self._progress.update(self._updates, completed=acked, description=f"round {current}: updates acknowledged")
 
 
 def fleet_bars(console: Any) -> Progress:

@@ -318,9 +318,9 @@ def test_unit_verifies_with_systemd_analyze(name: str, tmp_path: Path) -> None:
         pytest.skip("systemd-analyze not found: units only parsed, not verified")
     iotfl = shutil.which("iotfl") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "iotfl")
     if not Path(iotfl).is_file():
-        pytest.skip("no iotfl executable to stand in for /opt/iotfl/venv/bin/iotfl: unit not verified")
+        pytest.skip("no iotfl executable to stand in for /usr/local/bin/iotfl: unit not verified")
     # verify checks that ExecStart's binary exists, so point it at this machine's iotfl
-    text = (DEPLOY / "systemd" / name).read_text().replace("/opt/iotfl/venv/bin/iotfl", iotfl)
+    text = (DEPLOY / "systemd" / name).read_text().replace("/usr/local/bin/iotfl", iotfl)
     unit = tmp_path / name
     unit.write_text(text)
     result = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
