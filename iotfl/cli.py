@@ -25,11 +25,12 @@ from iotfl.cli_common import (
     load_dataset,
     missing_extra,
     opt,
+    progress_bars,
     settings_for,
     setup_logging,
     stop_event,
 )
-from iotfl.fleet_progress import FleetProgress, fleet_bars
+from iotfl.fleet_progress import FleetProgress
 
 app = typer.Typer(
     help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.\n\n"
@@ -369,7 +370,7 @@ def fleet(
     settings = settings_for(ctx, FleetSettings, config, locals())
     setup_logging(verbose)
     data = load_dataset(settings.dataset, settings.seed)
-    with fleet_bars(err) as bars:
+    with progress_bars() as bars:
         try:
             result = run_fleet(settings, data, stop_event(), FleetProgress(bars, settings.devices))
         except ValueError as exc:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from iotfl.cli_common import EXIT_FAILURE, ConfigOpt, err, fail, missing_extra, opt, settings_for
+from iotfl.cli_common import EXIT_FAILURE, ConfigOpt, err, fail, missing_extra, opt, progress_bars, settings_for
 
 if TYPE_CHECKING:
     from iotfl.provision_fleet import FleetResult
@@ -179,12 +179,14 @@ def provision_fleet_cmd(
     from iotfl.provision import ProvisionError
 
     settings = settings_for(ctx, FleetProvisionSettings, config, locals(), gateway=gateway, rotate=rotate)
-    try:
-        done = provision_fleet(settings)
-    except ProvisionError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot write under {settings.out_dir}: {exc.strerror or exc}", EXIT_FAILURE)
+    with progress_bars() as bar:
+        task = bar.add_task("device files written", total=None)
+        try:
+            done = provision_fleet(settings, progress=lambda n, total: bar.update(task, completed=n, total=total))
+        except ProvisionError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot write under {settings.out_dir}: {exc.strerror or exc}", EXIT_FAILURE)
     _fleet_summary(done)
 
 

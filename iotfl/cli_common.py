@@ -12,6 +12,7 @@ import typer
 from pydantic_settings import BaseSettings
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from iotfl.config import ConfigError, build
 
@@ -75,6 +76,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def missing_extra(extra: str, exc: ImportError) -> NoReturn:
     fail(f"this command needs an extra: pip install 'iotfl[{extra}]' ({exc.name} is missing)", EXIT_MISSING_EXTRA)
+
+
+def progress_bars() -> Progress:
+    """The bars of a long command, on stderr (stdout stays free for its result)."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    )
 
 
 def setup_logging(verbose: bool) -> None:

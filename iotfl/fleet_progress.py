@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 
 class FleetProgress:
@@ -45,11 +45,4 @@ class FleetProgress:
         self._progress.update(self._updates, completed=acked, description=f"round {current}: updates acknowledged")
 
 
-def fleet_bars(console: Any) -> Progress:
-    """The columns ``iotfl fleet`` shows (on stderr: stdout stays free for scripts)."""
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
-
-
-__all__ = ["FleetProgress", "fleet_bars"]
+__all__ = ["FleetProgress"]

@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from iotfl.fleet_progress import FleetProgress, fleet_bars
+from iotfl.fleet_progress import FleetProgress
 
 
 def counts(progress: Progress) -> dict[str, tuple[float, float | None]]:
@@ -15,7 +15,7 @@ def counts(progress: Progress) -> dict[str, tuple[float, float | None]]:
 
 
 def test_bars_count_connections_acks_of_the_current_round_and_done_devices() -> None:
-    with fleet_bars(Console(file=io.StringIO())) as progress:
+    with Progress(console=Console(file=io.StringIO())) as progress:
         bars = FleetProgress(progress, devices=3)
         for dev in ("d0", "d1"):
             bars({"event": "connected", "dev": dev})
