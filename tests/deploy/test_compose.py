@@ -152,3 +152,22 @@ def test_gateway_and_cloud_images_carry_no_torch(service: str) -> None:
     assert any(
         req.startswith("torch") for req in extras_closure(spec()["services"]["fleet"]["build"]["args"]["EXTRAS"])
     )
+
+
+def test_the_dockerfile_copies_everything_pip_install_needs() -> None:
+    # no engine here to build it: check instead that `pip install .[EXTRAS]` inside the image finds every package
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    copied = set()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            *sources, _dest = line.split()[1:]
+            for source in sources:
+                assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
+                copied.add(source.rstrip("/"))
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in tool["packages"]:
+        top = tool["package-dir"].get(package, package.replace(".", "/")).split("/")[0]
+        assert top in copied, f"package {package} lives in {top}/, which the Dockerfile does not copy"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["readme"] in copied and "pyproject.toml" in copied
+    assert re.search(r'pip install .*"\.\[\$\{EXTRAS\}\]"', dockerfile) and "USER iotfl" in dockerfile
