@@ -192,6 +192,9 @@ def cloud(
     mode: Annotated[
         str, opt("sync | async: whether gateways count updates of earlier rounds, staleness-weighted.", "MODE")
     ] = "sync",
+    workers: Annotated[
+        int, opt("Worker processes; more than one needs a PostgreSQL --db (SQLite keeps one).", "WORKERS", min=1)
+    ] = 1,
     aggregation: AggregationOpt = "fedavg",
     clip_norm: ClipNormOpt = 0.0,
     trim: TrimOpt = 0.2,
