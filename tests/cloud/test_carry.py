@@ -4,13 +4,9 @@ the open round (staleness-weighted, once) instead of refusing it; an old databas
 from __future__ import annotations
 
 import math
-import sqlite3
-from pathlib import Path
 
 import numpy as np
 from cloud_client import Cloud
-
-from cloud.storage import Storage
 
 
 def test_a_late_aggregate_is_carried_into_the_open_round_once(start_cloud) -> None:
