@@ -41,7 +41,7 @@ class RoundViews:
         s_ = self.settings
         with self.storage.transaction() as s:
             row = db.current_round(s)
-            last = db.last_closed_round(s)
+            last = db.closed_through(row)
         assert row is not None  # _initialize always opens round 1
         done = last >= s_.rounds
         if done:
@@ -147,8 +147,8 @@ class RoundViews:
 
     def gauges(self) -> Gauges:
         with self.storage.transaction() as s:
-            last = db.last_closed_round(s)
             current = db.current_round(s)
+            last = db.closed_through(current)
             version = db.latest_version(s)
             accuracy = db.model_accuracy(s, version)
         return Gauges(

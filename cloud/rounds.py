@@ -119,7 +119,7 @@ class Rounds(RoundViews):
                 self._open(s, row.round + 1, now)
                 log.info("resuming: round %d opens (rounds raised to %d)", row.round + 1, s_.rounds)
             else:
-                log.info("resuming at round %d (%s), %d rounds closed", row.round, row.state, db.last_closed_round(s))
+                log.info("resuming at round %d (%s), %d rounds closed", row.round, row.state, db.closed_through(row))
 
     def _open(self, s: db.Session, r: int, now: float) -> None:
         s.add(RoundRow(round=r, base=r - 1, state=OPEN, opened_at=now, deadline=now + self.settings.round_timeout))
@@ -158,16 +158,17 @@ class Rounds(RoundViews):
         posts = [op.agg for op in batch if isinstance(op, _Post)]
         with self.storage.transaction(write=True) as s:
             db.touch_gateways(s, {op.gw: op.at for op in batch if isinstance(op, _Checkin)})
-            verdicts = iter(self._accept(s, posts, self.clock()) if posts else [])
-            self._advance_in(s, self.clock())
+            newest = db.current_round(s)
+            verdicts = iter(self._accept(s, posts, newest, self.clock()) if posts else [])
+            self._advance_in(s, newest, self.clock())
         return [next(verdicts) if isinstance(op, _Post) else None for op in batch]
 
-    def _accept(self, s: db.Session, aggs: list[Agg], now: float) -> list[Submission]:
+    def _accept(self, s: db.Session, aggs: list[Agg], newest: RoundRow | None, now: float) -> list[Submission]:
         """Classify and store ``aggs`` in order: a repeat of a stored pair, or of one earlier in the batch, is a
         duplicate (first one wins). A few queries for the whole batch, whatever its size."""
         stored = db.stored_pairs(s, {(a.gw, a.round) for a in aggs})
         rounds = db.get_rounds(s, {a.round for a in aggs})
-        last_closed = db.last_closed_round(s)
+        last_closed = db.closed_through(newest)
         results: list[Submission] = []
         reports: list[tuple[str, int, list[str]]] = []
         for agg in aggs:
@@ -185,18 +186,17 @@ class Rounds(RoundViews):
                 results.append(Submission(verdict))
                 continue
             stored.add((agg.gw, agg.round))
-            results.append(self._store(s, agg, verdict, now))
+            results.append(self._store(s, agg, verdict, newest, now))
             reports.append((agg.gw, agg.round, list(agg.devices)))
         db.record_devices(s, reports)
         return results
 
-    def _store(self, s: db.Session, agg: Agg, verdict: Verdict, now: float) -> Submission:
+    def _store(self, s: db.Session, agg: Agg, verdict: Verdict, newest: RoundRow | None, now: float) -> Submission:
         """Store an accepted aggregate in its round, or a carried one in the open round with its staleness weight."""
         counted_in, staleness = agg.round, 0
         if verdict is Verdict.CARRIED:
-            open_row = db.current_round(s)
-            assert open_row is not None and open_row.state == OPEN  # classify carries only while rounds remain
-            counted_in, staleness = open_row.round, open_row.base - agg.base
+            assert newest is not None and newest.state == OPEN  # classify carries only while rounds remain
+            counted_in, staleness = newest.round, newest.base - agg.base
         weight = staleness_weight(staleness)
         s.add(
             AggregateRow(
@@ -219,13 +219,13 @@ class Rounds(RoundViews):
     def tick(self) -> None:
         """The deadline check the background task runs every ~0.2 s."""
         with self._lock, self.storage.transaction(write=True) as s:
-            self._advance_in(s, self.clock())
+            self._advance_in(s, db.current_round(s), self.clock())
 
-    def _advance_in(self, s: db.Session, now: float) -> None:
-        """Start round 1's clock, extend or close the open round as its rules say, within the caller's transaction."""
+    def _advance_in(self, s: db.Session, row: RoundRow | None, now: float) -> None:
+        """Start round 1's clock, extend or close the open round ``row`` (the newest) as its rules say, within the
+        caller's transaction; none past the last round (a restart may have lowered it)."""
         timeout = self.settings.round_timeout
-        row = db.current_round(s)
-        if row is None or row.state != OPEN or db.last_closed_round(s) >= self.settings.rounds:
+        if row is None or row.state != OPEN or db.closed_through(row) >= self.settings.rounds:
             return
         live = db.live_gateways(s, live_since(now, timeout))
         if row.deadline is None and len(live) >= self.settings.min_gateways:
@@ -236,13 +236,14 @@ class Rounds(RoundViews):
                 len(live),
                 timeout,
             )
+        reported, carried = db.round_reports(s, row.round)
         step = next_step(
             now=now,
             deadline=row.deadline,
-            reported=db.reporters(s, row.round),
+            reported=reported,
             live=live,
             min_gateways=self.settings.min_gateways,
-            carried=db.carried_count(s, row.round),
+            carried=carried,
         )
         if step is Step.EXTEND:
             row.deadline = now + timeout

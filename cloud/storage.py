@@ -261,8 +261,12 @@ def closed_rounds(s: Session) -> list[RoundRow]:
     return list(s.scalars(select(RoundRow).where(RoundRow.state == CLOSED).order_by(RoundRow.round)))
 
 
-def last_closed_round(s: Session) -> int:
-    return s.scalar(select(func.max(RoundRow.round)).where(RoundRow.state == CLOSED)) or 0
+def closed_through(newest: RoundRow | None) -> int:
+    """The last closed round, from the newest round row: rounds close in order and each close but the final one
+    opens the next, so no query is needed."""
+    if newest is None:
+        return 0
+    return newest.round if newest.state == CLOSED else newest.round - 1
 
 
 # --- aggregates ---------------------------------------------------------------------------------------------------
@@ -281,15 +285,11 @@ def round_aggregates(s: Session, r: int) -> list[AggregateRow]:
     return list(s.scalars(select(AggregateRow).where(AggregateRow.counted_in == r).order_by(AggregateRow.id)))
 
 
-def reporters(s: Session, r: int) -> set[str]:
-    """The gateways that posted round ``r``'s own aggregate."""
-    return set(s.scalars(select(AggregateRow.gw).where(AggregateRow.round == r)))
-
-
-def carried_count(s: Session, r: int) -> int:
-    """How many late aggregates of earlier rounds are carried into round ``r``."""
-    query = select(func.count()).where(AggregateRow.counted_in == r, AggregateRow.round != r)
-    return int(s.scalar(query) or 0)
+def round_reports(s: Session, r: int) -> tuple[set[str], int]:
+    """For an open round ``r`` (one query): the gateways that posted its own aggregate, and how many late aggregates
+    of earlier rounds are carried into it."""
+    rows = s.execute(select(AggregateRow.gw, AggregateRow.round).where(AggregateRow.counted_in == r)).all()
+    return {gw for gw, own in rows if own == r}, sum(own != r for _gw, own in rows)
 
 
 def rounds_reported(s: Session) -> dict[str, int]:
