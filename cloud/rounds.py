@@ -126,11 +126,16 @@ class Rounds(RoundViews):
 
     # --- mutations ----------------------------------------------------------------------------------------------
 
+    def checkin_due(self, gw: str) -> bool:
+        """Whether a check-in of ``gw`` now would write (at most every CHECKIN_WRITE_SECONDS); no I/O."""
+        interval = min(CHECKIN_WRITE_SECONDS, self.settings.round_timeout / 4)
+        return self.clock() - self._written.get(gw, -math.inf) >= interval
+
     def checkin(self, gw: str) -> None:
         """A request carried ``gw``'s valid token: it is live now (written at most every CHECKIN_WRITE_SECONDS)."""
-        now = self.clock()
-        if now - self._written.get(gw, -math.inf) < min(CHECKIN_WRITE_SECONDS, self.settings.round_timeout / 4):
+        if not self.checkin_due(gw):
             return
+        now = self.clock()
         self._commits.commit(_Checkin(gw, now))
         self._written[gw] = now
 
