@@ -1,7 +1,7 @@
 """``iotfl cloud --workers 3`` on PostgreSQL: a real multi-process cloud whose round logic is exclusive through the
 database. The same aggregate from 20 concurrent tasks counts once; distinct gateways posting concurrently through
-workers close the round exactly once with the right totals. (Which worker accepts a connection is the kernel's
-choice; test_idempotency.py pins two instances on one database deterministically.)"""
+workers close the round exactly once with the right totals. The workers' log lines (each with its pid) show that
+several of them served the posts."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ class Workers:
     def pids_that_logged(self, pattern: str) -> set[str]:
         return {m.group(1) for line in self.drain() if (m := re.search(r"\[(\d+)\] .*" + pattern, line))}
 
+    def served_by_several(self, pattern: str, timeout: float = 5.0) -> bool:
+        """Whether lines matching ``pattern`` came from two or more workers (their log lines may trail the answers)."""
+        deadline = time.monotonic() + timeout
+        while len(self.pids_that_logged(pattern)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(self.pids_that_logged(pattern)) >= 2
+
 
 def _read(stream, sink: queue.Queue[str]) -> None:
     for line in stream:
@@ -83,22 +90,31 @@ def _agg(gw: str, n: int, k: int) -> Agg:
 
 
 async def _post_concurrently(url: str, posts: list[Agg]) -> list[dict]:
-    """Each post from its own task and connection, released together (connections spread over the workers)."""
+    """Each post from its own task and connection, released together. The connections are opened one after another
+    (a burst of connects would all be taken by whichever worker wakes first), so they spread over the workers."""
     start = asyncio.Event()
+    clients = []
+    for _ in posts:
+        client = httpx.AsyncClient(base_url=url, timeout=30)
+        (await client.get("/healthz")).raise_for_status()  # connected before the start signal
+        clients.append(client)
+        await asyncio.sleep(0.02)
 
-    async def one(agg: Agg) -> dict:
+    async def one(client: httpx.AsyncClient, agg: Agg) -> dict:
         headers = {"Authorization": f"Bearer {GATEWAYS[agg.gw]}", "Content-Type": "application/msgpack"}
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            await client.get("/healthz")  # connected before the start signal
-            await start.wait()
-            response = await client.post("/api/v1/rounds/1/aggregates", content=agg.encode(), headers=headers)
-            response.raise_for_status()
-            return response.json()
+        await start.wait()
+        response = await client.post("/api/v1/rounds/1/aggregates", content=agg.encode(), headers=headers)
+        response.raise_for_status()
+        return response.json()
 
-    tasks = [asyncio.create_task(one(agg)) for agg in posts]
-    await asyncio.sleep(0.5)
-    start.set()
-    return await asyncio.gather(*tasks)
+    try:
+        tasks = [asyncio.create_task(one(client, agg)) for client, agg in zip(clients, posts, strict=True)]
+        await asyncio.sleep(0.1)
+        start.set()
+        return await asyncio.gather(*tasks)
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def _checkin(url: str, *gateways: str) -> None:
@@ -112,6 +128,7 @@ def test_the_same_aggregate_from_20_tasks_counts_once(workers: Workers) -> None:
     _checkin(workers.url, "gw0", "gw1")  # round 1 stays open while gw1 has not reported
     answers = asyncio.run(_post_concurrently(workers.url, [_agg("gw0", n=7, k=3)] * 20))
     assert sum(a["accepted"] for a in answers) == 1 and sum(a["duplicate"] for a in answers) == 19
+    assert workers.served_by_several("aggregate gw0 round 1 ")
     r1 = httpx.get(f"{workers.url}/api/v1/rounds/1").json()
     assert (r1["state"], r1["k"], r1["n"], list(r1["gateways"])) == ("open", 3, 7, ["gw0"])
     # gw1's aggregate closes the round with both counted once
@@ -125,6 +142,7 @@ def test_distinct_gateways_posting_through_several_workers_close_the_round_once(
     posts = [_agg(gw, n=10 + i, k=1 + i % 3) for i, gw in enumerate(GATEWAYS)]
     answers = asyncio.run(_post_concurrently(workers.url, posts))
     assert all(a["accepted"] for a in answers)
+    assert workers.served_by_several(r"aggregate gw\d round 1 .*: accepted")
     r1 = httpx.get(f"{workers.url}/api/v1/rounds/1").json()
     assert r1["state"] == "closed" and sorted(r1["gateways"]) == sorted(GATEWAYS)
     assert (r1["k"], r1["n"]) == (sum(a.k for a in posts), sum(a.n for a in posts))
