@@ -25,6 +25,7 @@ from iotfl.cli_common import (
     setup_logging,
     stop_event,
 )
+from iotfl.cli_db import db_app
 
 app = typer.Typer(
     help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.",
@@ -375,6 +376,7 @@ def status(
 app.add_typer(provision_app, name="provision", no_args_is_help=True)
 app.command("flash")(flash_cmd)
 app.add_typer(ota_app, name="ota", no_args_is_help=True)
+app.add_typer(db_app, name="db", no_args_is_help=True)
 
 
 def main() -> None:
