@@ -31,6 +31,7 @@ from iotfl.cli_common import (
     stop_event,
 )
 from iotfl.fleet_progress import FleetProgress
+from iotfl.cli_db import db_app
 
 app = typer.Typer(
     help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.\n\n"
@@ -219,6 +220,9 @@ def cloud(
     mode: Annotated[
         str, opt("sync | async: whether gateways count updates of earlier rounds, staleness-weighted.", "MODE")
     ] = "sync",
+    workers: Annotated[
+        int, opt("Worker processes; more than one needs a PostgreSQL --db (SQLite keeps one).", "WORKERS", min=1)
+    ] = 1,
     aggregation: AggregationOpt = "fedavg",
     clip_norm: ClipNormOpt = 0.0,
     trim: TrimOpt = 0.2,
@@ -428,6 +432,7 @@ def status(
 app.add_typer(provision_app, name="provision", no_args_is_help=True)
 app.command("flash")(flash_cmd)
 app.add_typer(ota_app, name="ota", no_args_is_help=True)
+app.add_typer(db_app, name="db", no_args_is_help=True)
 
 
 def main() -> None:
