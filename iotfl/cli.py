@@ -30,8 +30,8 @@ from iotfl.cli_common import (
     setup_logging,
     stop_event,
 )
-from iotfl.fleet_progress import FleetProgress
 from iotfl.cli_db import db_app
+from iotfl.fleet_progress import FleetProgress
 
 app = typer.Typer(
     help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.\n\n"
