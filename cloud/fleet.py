@@ -3,7 +3,7 @@
 Gateways forward the retained ``status`` of their devices (battery, RSSI, RAM class, state) and the progress of the
 round they collect, with their update counters, in ``POST /api/v1/gateways/{gw}/report``. Only the latest value is
 kept: a report is a live view, and a lost one is made good by the next (gateways resend every status now and then).
-The tables live beside the round service's (same engine) but in their own metadata: nothing here changes a round.
+The tables are the cloud's (migration 0003) but nothing here changes a round.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import time
 from collections.abc import Sequence
 
 from sqlalchemy import JSON, BigInteger, Double, Integer, SmallInteger, String, func, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cloud import storage as db
-from cloud.errors import CloudError
 from cloud.views import (
     DeviceInfo,
     DevicePage,
@@ -36,11 +35,7 @@ _ATTEMPTS = 3
 NOT_REJECTED = frozenset({"accepted", "duplicate", "stale", "parked"})
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class DeviceStatusRow(_Base):
+class DeviceStatusRow(db.Base):
     """A device's latest retained status as its gateway received it (``updated_at``: the gateway's clock)."""
 
     __tablename__ = "iotfl_device_status"
@@ -54,7 +49,7 @@ class DeviceStatusRow(_Base):
     updated_at: Mapped[float] = mapped_column(Double)
 
 
-class GatewayReportRow(_Base):
+class GatewayReportRow(db.Base):
     """A gateway's latest report: the round it collects, its progress and its update counters since it started."""
 
     __tablename__ = "iotfl_gateway_reports"
@@ -73,10 +68,6 @@ class Fleet:
 
     def __init__(self, storage: db.Storage):
         self.storage = storage
-        try:
-            _Base.metadata.create_all(storage.engine)
-        except SQLAlchemyError as exc:
-            raise CloudError(f"cannot create the fleet report tables: {str(exc).splitlines()[0]}") from None
 
     def record(self, gw: str, report: GatewayReport, now: float | None = None) -> int:
         """Store ``gw``'s report; returns how many device statuses it updated."""
@@ -113,7 +104,7 @@ class Fleet:
             current = db.current_round(s)
             r = current.round if current is not None else 0
             reported = db.rounds_reported(s)
-            posted = db.reporters(s, r)
+            posted, _carried = db.round_reports(s, r)
             by_gw = select(db.AggregateRow.gw, func.sum(db.AggregateRow.bytes_up)).group_by(db.AggregateRow.gw)
             bytes_by_gw = {gw: int(total or 0) for gw, total in s.execute(by_gw)}
             by_state = select(DeviceStatusRow.gw, DeviceStatusRow.state, func.count())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import cloud.fleet  # noqa: F401  (registers the dashboard's tables on Base)
 from cloud.storage import Base
 
 connection = context.config.attributes.get("connection")
