@@ -54,6 +54,9 @@ PARKED = "parked"
 MAX_PARKED = 10_000
 
 KeyRing = Callable[[str], bytes | None]
+# Which (round, sub, dev) this worker counts (gateway.dedup); an update held by another worker is not answered.
+Claim = Callable[[Sequence[tuple[int, int, str]]], list[bool]]
+HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -148,10 +151,13 @@ class Collector:
         aggregation: str = FEDAVG,
         rule_params: RuleParams | None = None,
         encodings: Iterable[str] = ACCEPTED_BY_DEFAULT,
+        claim: Claim | None = None,
     ) -> None:
         """``keys`` (a device's key, or None for a device without one) makes signed updates mandatory;
-        ``encodings`` are the update encodings accepted."""
+        ``encodings`` are the update encodings accepted; ``claim`` (``gateway.dedup``) says which of the updates it
+        would accept this worker counts when workers share the gateway id."""
         self.topics = topics
+        self.claim = claim
         self.encodings = frozenset(check_encoding(e) for e in encodings)
         self.keys = keys
         self.aggregation = check_rule(aggregation)
@@ -260,6 +266,8 @@ class Collector:
         """
         pending = _Pending()
         judged = [self._judge(topic, payload, journaled, pending) for topic, payload in messages]
+        if self.claim is not None:
+            judged = self._claimed(judged)
         accepted = [j for j in judged if j is not None and j.accepted]
         if accepted and commit is not None:
             commit([Accepted(j.update, j.topic, j.payload) for j in accepted if j.update is not None])
@@ -317,6 +325,17 @@ class Collector:
         pending.keys.add(key)
         pending.seqs[up.dev] = max(up.seq, last_seq)
         return _Judged(dev, topic, payload, Ack(up.round, up.seq, "accepted", ""), up, staleness)
+
+    def _claimed(self, judged: list[_Judged | None]) -> list[_Judged | None]:
+        """Drop (no ack: the owner answers it) what another live worker of the gateway claimed first."""
+        wanted = [j for j in judged if j is not None and j.accepted and j.update is not None]
+        if not wanted:
+            return judged
+        assert self.claim is not None
+        owned = self.claim([(j.update.round, j.update.sub, j.dev) for j in wanted if j.update is not None])
+        held = {id(j) for j, mine in zip(wanted, owned, strict=True) if not mine}
+        self.counters[HELD] += len(held)
+        return [None if id(j) in held else j for j in judged]
 
     def _settle(self, judged: _Judged) -> Verdict | None:
         """Apply a judgement: count it, park or fold its update; the verdict to answer with (None when parked)."""
@@ -384,8 +403,10 @@ class Collector:
 
 __all__ = [
     "Accepted",
+    "Claim",
     "Collector",
     "DROPPED_TOPIC",
+    "HELD",
     "KeyRing",
     "MAX_STALENESS",
     "REMEMBERED_ROUNDS",

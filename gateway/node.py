@@ -26,6 +26,7 @@ from flcore.robust import FEDAVG, RuleParams
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
 from gateway.collector import Accepted, Collector, KeyRing, RoundTotals, SubRound
+from gateway.dedup import Dedup, LocalDedup, open_dedup
 from gateway.device_keys import DeviceKeys
 from gateway.journal import Journal
 from gateway.mqtt import MAX_BATCH, Handled, MqttLink
@@ -62,9 +63,16 @@ class GatewayNode:
         rule_params: RuleParams | None = None,
         broker_ca: Path | None = None,
         encodings: Iterable[str] = ACCEPTED_BY_DEFAULT,
+        dedup: Dedup | None = None,
+        share_group: str = "",
+        worker: str = "",
     ) -> None:
         """``keys`` (device id → key or None) makes every update need its device's signature; ``broker_ca`` is the
-        CA file an mqtts:// broker's certificate must chain to; ``encodings`` are the update encodings accepted."""
+        CA file an mqtts:// broker's certificate must chain to; ``encodings`` are the update encodings accepted.
+
+        ``share_group`` makes this one ``worker`` of the gateway: updates arrive over an MQTT 5 shared subscription
+        and ``dedup`` (``gateway.dedup``) decides which of them this worker counts (docs/scale-out.md)."""
+        self.dedup = dedup or LocalDedup()
         self.topics = GatewayTopics(fleet, gw)
         self.quorum = quorum
         self.quorum_fraction = quorum_fraction
@@ -79,13 +87,14 @@ class GatewayNode:
             aggregation=aggregation,
             rule_params=rule_params,
             encodings=encodings,
+            claim=self.dedup.claim if share_group else None,
         )
         self.roster = Roster(gw)
         self.cond = threading.Condition()
         self._task: bytes | None = None
         self.link = MqttLink(
             address,
-            f"iotfl-gw-{gw}",
+            f"iotfl-gw-{gw}-{worker}" if worker else f"iotfl-gw-{gw}",
             {status_wildcard(fleet): self._on_status, DROPPED_TOPIC: self.broker_stats.on_dropped},
             on_connected=self._republish_task,
             optional=frozenset({DROPPED_TOPIC}),
@@ -93,6 +102,7 @@ class GatewayNode:
             batched={self.topics.up_wildcard: self._on_ups},
             # The test hook counts arrivals update by update: batches of one keep its windows exact.
             max_batch=1 if self.pause.target is not None else MAX_BATCH,
+            share_group=share_group,
         )
 
     @classmethod
@@ -112,6 +122,9 @@ class GatewayNode:
             rule_params=settings.rule_params,
             broker_ca=settings.broker_ca,
             encodings=settings.accepted_encodings,
+            dedup=open_dedup(settings.dedup, settings.fleet, settings.id, settings.worker_id),
+            share_group=settings.share_group,
+            worker=settings.worker_id,
         )
 
     def start(self, timeout: float = 10.0) -> bool:
@@ -124,6 +137,7 @@ class GatewayNode:
 
     def stop(self) -> None:
         self.link.stop()
+        self.dedup.close()
 
     @property
     def counters(self) -> Counter[str]:
@@ -211,9 +225,11 @@ class GatewayNode:
         opening, total = self.collector.opening, self.collector.sum
         if opening is None or total is None or self.collector.closed:
             return None
-        reason = self.roster.close_reason(
-            opening.round, opening.sub, self.collector.sub_devices, total.k, self.quorum, self.quorum_fraction
-        )
+        answered, k = self.collector.sub_devices, total.k
+        shared = self.dedup.answered(opening.round, opening.sub)  # every worker's, when workers share the gateway
+        if shared is not None:
+            answered, k = shared, len(shared)
+        reason = self.roster.close_reason(opening.round, opening.sub, answered, k, self.quorum, self.quorum_fraction)
         # Both count the live devices, which are known only once their retained statuses had time to arrive.
         if reason in ("all_answered", "quorum_fraction") and not self._roster_settled():
             return None

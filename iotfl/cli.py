@@ -274,10 +274,25 @@ def gateway(
             show_default=False,
         ),
     ] = None,
+    worker_id: Annotated[
+        str, opt("Scale-out: this worker's id among the gateway's workers; posts as <id>-<worker-id>.", "WORKER_ID")
+    ] = "",
+    share_group: Annotated[
+        str, opt("Scale-out: share the `up` messages with this MQTT 5 shared-subscription group.", "SHARE_GROUP")
+    ] = "",
+    dedup: Annotated[
+        str, opt("Where workers claim updates: local (one process) or redis://host:port/db.", "DEDUP")
+    ] = "local",
+    parent: Annotated[
+        str, opt("Fog tier: post to this parent gateway (`iotfl fog`) instead of --cloud.", "PARENT")
+    ] = "",
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a gateway: collect device updates over MQTT, aggregate them, forward one aggregate per round."""
+    """Run a gateway: collect device updates over MQTT, aggregate them, forward one aggregate per round.
+
+    Several workers may share one gateway id (--worker-id, --share-group, --dedup redis://…), and a gateway may
+    post to a parent gateway (--parent) instead of the cloud: docs/scale-out.md."""
     from gateway.service import run
     from gateway.settings import GatewaySettings
 
