@@ -49,6 +49,19 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return out
 """
 
+# KEYS: the (round, sub) claims and committed hashes; ARGV[1]: the lease-key prefix. The devices whose update its
+# claim's owner committed to its journal and whose owner is live.
+_ANSWERED = """
+local out, live = {}, {}
+local done = redis.call('HGETALL', KEYS[2])
+for i = 1, #done, 2 do
+  local owner = done[i + 1]
+  if live[owner] == nil then live[owner] = redis.call('EXISTS', ARGV[1] .. owner) end
+  if live[owner] == 1 and redis.call('HGET', KEYS[1], done[i]) == owner then out[#out + 1] = done[i] end
+end
+return out
+"""
+
 
 class Dedup(Protocol):
     """The claim store a gateway consults before it counts an update."""
@@ -57,8 +70,15 @@ class Dedup(Protocol):
         """Per key, whether this worker counts the update (raises ``StateError`` when the store is unreachable)."""
         ...
 
+    def committed(self, keys: Sequence[Key]) -> None:
+        """These claimed updates are in this worker's journal (raises ``StateError`` when the store is unreachable)."""
+        ...
+
     def answered(self, round: int, sub: int) -> set[str] | None:
-        """The devices counted for (round, sub) by every worker of the gateway; None: only this worker counts."""
+        """The devices counted for (round, sub) by the gateway's live workers; None: only this worker counts.
+
+        Only committed claims of live workers count: an update claimed but not yet journaled may still be lost
+        with its worker (then another takes it over), and a dead worker forwards nothing until it restarts."""
         ...
 
     def close(self) -> None: ...
@@ -70,6 +90,9 @@ class LocalDedup:
     def claim(self, keys: Sequence[Key]) -> list[bool]:
         return [True] * len(keys)
 
+    def committed(self, keys: Sequence[Key]) -> None:
+        pass
+
     def answered(self, round: int, sub: int) -> set[str] | None:
         return None
 
@@ -78,7 +101,8 @@ class LocalDedup:
 
 
 class RedisDedup:
-    """Claims in Redis hashes ``iotfl:<fleet>:<gw>:claims:<round>:<sub>`` (dev → worker), leases in
+    """Claims in Redis hashes ``iotfl:<fleet>:<gw>:claims:<round>:<sub>`` (dev → worker; ``done:…`` once committed),
+    leases in
     ``iotfl:<fleet>:<gw>:lease:<worker>`` renewed by a daemon thread until ``close()``."""
 
     def __init__(self, url: str, fleet: str, gw: str, worker: str, lease: float = LEASE) -> None:
@@ -89,6 +113,7 @@ class RedisDedup:
         self._prefix = f"iotfl:{fleet}:{gw}:"
         self._client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
         self._script = self._client.register_script(_CLAIM)
+        self._answered = self._client.register_script(_ANSWERED)
         self._error = redis.RedisError
         self._stop = threading.Event()
         self._renew()  # fails fast on a wrong URL, and claims made from now on are backed by a live lease
@@ -109,14 +134,24 @@ class RedisDedup:
             raise StateError(f"dedup store unreachable: {exc}") from exc
         return owned
 
+    def committed(self, keys: Sequence[Key]) -> None:
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for rnd, sub, dev in keys:
+                    pipe.hset(self._claims(rnd, sub, "done"), dev, self.worker)
+                    pipe.expire(self._claims(rnd, sub, "done"), CLAIMS_TTL)
+                pipe.execute()
+        except self._error as exc:
+            raise StateError(f"dedup store unreachable: {exc}") from exc
+
     def answered(self, round: int, sub: int) -> set[str] | None:
         try:
-            return {
-                dev if isinstance(dev, str) else dev.decode() for dev in self._client.hkeys(self._claims(round, sub))
-            }
+            hashes = [self._claims(round, sub), self._claims(round, sub, "done")]
+            devs = self._answered(keys=hashes, args=[f"{self._prefix}lease:"])
         except self._error as exc:
             log.warning("dedup store unreachable, judging the close on this worker's updates: %s", exc)
             return None
+        return {dev.decode() for dev in devs}
 
     def close(self) -> None:
         """Stop renewing and give the lease up, so the other workers take over this one's unacked updates at once."""
@@ -132,8 +167,8 @@ class RedisDedup:
     def _lease_key(self) -> str:
         return f"{self._prefix}lease:{self.worker}"
 
-    def _claims(self, round: int, sub: int) -> str:
-        return f"{self._prefix}claims:{round}:{sub}"
+    def _claims(self, round: int, sub: int, kind: str = "claims") -> str:
+        return f"{self._prefix}{kind}:{round}:{sub}"
 
     def _renew(self) -> None:
         self._client.set(self._lease_key, "1", px=int(self.lease * 1000))

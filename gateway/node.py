@@ -162,10 +162,13 @@ class GatewayNode:
         opening = SubRound(task.round, task.sub, task.base, task.spec.param_count)
         with self.cond:
             self.collector.open(opening)
+            replayed = []
             for topic, payload in replay:
                 verdict = self.collector.ingest(topic, payload, journaled=True)
                 if verdict is not None and verdict.update is not None:
                     self.roster.on_update(verdict.dev)
+                    replayed.append((verdict.update.round, verdict.update.sub, verdict.dev))
+            self.dedup.committed(replayed)  # in the journal already: count them towards the gateway's close
             parked = self.collector.take_parked()
             self.cond.notify_all()
         if publish:
@@ -252,6 +255,7 @@ class GatewayNode:
             if self.journal is not None:
                 opening = self.collector.opening
                 self.journal.updates(accepted, into_sub=opening.sub if opening else None)
+            self.dedup.committed([(a.update.round, a.update.sub, a.update.dev) for a in accepted])
 
         with self.cond:
             try:

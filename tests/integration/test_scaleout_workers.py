@@ -1,0 +1,214 @@
+"""Two gateway workers on one gateway id over an MQTT 5 shared subscription, deduplicating in Redis: 1,000 updates
+from a raw publisher (re-sending each update until it is acked, as devices do), each counted exactly once by the
+cloud; also when one worker is killed mid-stream and its unacked updates reach the survivor."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from scaleout_harness import REDIS_URL, stack_logs, start_cloud, wait_round_closed
+
+from flcore.messages import Ack, Status, Task, Up
+from flcore.quantize import dequantize, quantize
+from flcore.topics import GatewayTopics, status_topic
+from iotfl.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+UPDATES = 1000
+GW = "gw0"
+WORKERS = ("w0", "w1")
+RESEND_AFTER = 2.0
+CHUNK = 32
+
+
+@pytest.fixture
+def redis_fleet() -> object:
+    """A fleet name of its own (the Redis keys are prefixed with it), its keys removed afterwards."""
+    redis = pytest.importorskip("redis", reason="the `scaleout` extra (redis) is not installed")
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {REDIS_URL} ({exc}): start redis-server to run the scale-out tests")
+    fleet = f"so{secrets.token_hex(4)}"
+    yield fleet
+    for key in client.scan_iter(f"iotfl:{fleet}:*"):
+        client.delete(key)
+    client.close()
+
+
+class Publisher:
+    """1,000 devices in one MQTT client: retained statuses, one update each for the task's round, re-sent every
+    ``RESEND_AFTER`` seconds until an ``accepted`` or ``duplicate`` ack comes back."""
+
+    def __init__(self, port: int, fleet: str) -> None:
+        self.topics = GatewayTopics(fleet, GW)
+        self.fleet = fleet
+        self.devs = [f"d{i:04d}" for i in range(UPDATES)]
+        self.task: Task | None = None
+        self.acks: dict[str, str] = {}
+        self.resends = 0
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{fleet}")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe([(self.topics.task, 1), (self.topics.ack_wildcard, 1)])
+        self.client.loop_start()
+        for dev in self.devs:
+            status = Status(dev, "online", battery=0.9, gw=GW)
+            self.client.publish(status_topic(fleet, dev), status.encode(), qos=1, retain=True)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.topics.task:
+            self.task = Task.decode(msg.payload)
+            return
+        ack = Ack.decode(msg.payload)
+        if ack.status in ("accepted", "duplicate"):
+            with self.lock:
+                self.acks.setdefault(msg.topic.rsplit("/", 1)[1], ack.status)
+
+    def updates(self, task: Task) -> dict[str, Up]:
+        rng = np.random.default_rng(7)
+        ups = {}
+        for i, dev in enumerate(self.devs):
+            scales, q = quantize(rng.normal(0, 0.01, task.spec.param_count).astype(np.float32), CHUNK)
+            ups[dev] = Up(dev, task.round, task.base, 5 + i % 11, 0.5, 1, CHUNK, scales, q)
+        return ups
+
+    def run(self, ups: dict[str, Up], timeout: float, on_acked: tuple[int, threading.Event] | None = None) -> None:
+        """Publish every update, then re-send the unacked ones until all are acked; sets ``on_acked[1]`` once
+        ``on_acked[0]`` acks arrived."""
+        sent = {dev: time.monotonic() for dev in ups}
+        for dev, up in ups.items():
+            self.client.publish(self.topics.up(dev), up.encode(), qos=1)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                missing = [dev for dev in ups if dev not in self.acks]
+                acked = len(self.acks)
+            if on_acked is not None and acked >= on_acked[0]:
+                on_acked[1].set()
+            if not missing:
+                return
+            now = time.monotonic()
+            for dev in missing:
+                if now - sent[dev] >= RESEND_AFTER:
+                    self.client.publish(self.topics.up(dev), ups[dev].encode(), qos=1)
+                    sent[dev] = now
+                    self.resends += 1
+            time.sleep(0.05)
+        raise AssertionError(f"{len(missing)} update(s) never acked, e.g. {missing[:5]}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _start(tmp_path: Path, port: int, fleet: str) -> tuple[Stack, str, Publisher]:
+    stack = Stack(tmp_path)
+    tokens = {f"{GW}-{w}": secrets.token_urlsafe(12) for w in WORKERS}
+    cloud = start_cloud(
+        stack, tmp_path, tokens, rounds=1, round_timeout=180, extra=["--min-gateways", "2", "--fleet", fleet]
+    )
+    publisher = Publisher(port, fleet)
+    for w in WORKERS:
+        stack.spawn(
+            w,
+            [
+                "gateway",
+                "--id",
+                GW,
+                "--worker-id",
+                w,
+                "--share-group",
+                "workers",
+                "--dedup",
+                REDIS_URL,
+                "--broker",
+                f"mqtt://127.0.0.1:{port}",
+                "--cloud",
+                cloud,
+                "--token",
+                tokens[f"{GW}-{w}"],
+                "--fleet",
+                fleet,
+                "--round-timeout",
+                "180",
+                "--state-dir",
+                str(tmp_path / w),
+            ],
+        )
+    # Both workers connected and the task is out: the load is shared from the first update.
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        stack.check_alive()
+        ready = all("connected to broker" in stack.child(w).log.read_text() for w in WORKERS)
+        if ready and publisher.task is not None:
+            time.sleep(1.0)  # their SUBACKs follow the CONNACK
+            return stack, cloud, publisher
+        time.sleep(0.2)
+    raise AssertionError(f"the workers did not come up; logs:\n{stack_logs(stack)}")
+
+
+def _expected_weights(cloud: str, ups: dict[str, Up]) -> np.ndarray:
+    """The round-0 model plus the n-weighted mean of the 1,000 deltas: what FedAvg gives when each counts once."""
+    w0 = np.asarray(httpx.get(f"{cloud}/api/v1/model/latest?format=json").json()["w"], dtype=np.float64)
+    total = sum(up.n * dequantize(up.q, up.scales, up.chunk, np.float64) for up in ups.values())
+    return w0 + total / sum(up.n for up in ups.values())
+
+
+def _check_counted_once(cloud: str, stack: Stack, ups: dict[str, Up], expected: np.ndarray) -> dict:
+    closed = wait_round_closed(cloud, 1, stack, timeout=120)
+    assert closed["k"] == UPDATES
+    assert closed["n"] == sum(up.n for up in ups.values())
+    assert set(closed["gateways"]) == {f"{GW}-{w}" for w in WORKERS}
+    assert sum(g["k"] for g in closed["gateways"].values()) == UPDATES
+    model = httpx.get(f"{cloud}/api/v1/model/latest?format=json").json()
+    assert model["version"] == 1
+    np.testing.assert_allclose(np.asarray(model["w"]), expected, atol=1e-5)
+    return closed
+
+
+def test_two_workers_share_1000_updates_and_count_each_once(mosquitto, redis_fleet, tmp_path: Path) -> None:
+    stack, cloud, publisher = _start(tmp_path, mosquitto.port, str(redis_fleet))
+    try:
+        assert publisher.task is not None
+        ups = publisher.updates(publisher.task)
+        expected = _expected_weights(cloud, ups)
+        publisher.run(ups, timeout=120)
+        closed = _check_counted_once(cloud, stack, ups, expected)
+        # Both did a real share of the work (the broker alternates; 1/5 leaves room for uneven batches).
+        assert min(g["k"] for g in closed["gateways"].values()) >= UPDATES // 5
+    finally:
+        publisher.close()
+        stack.stop()
+
+
+def test_a_killed_workers_unacked_updates_reach_the_survivor_once(mosquitto, redis_fleet, tmp_path: Path) -> None:
+    stack, cloud, publisher = _start(tmp_path, mosquitto.port, str(redis_fleet))
+    try:
+        assert publisher.task is not None
+        ups = publisher.updates(publisher.task)
+        expected = _expected_weights(cloud, ups)
+        some_acked = threading.Event()
+        killer = threading.Thread(target=lambda: some_acked.wait(60) and stack.kill("w1"))
+        killer.start()
+        publisher.run(ups, timeout=150, on_acked=(UPDATES // 4, some_acked))
+        killer.join(10)
+        assert some_acked.is_set() and "w1" in stack.down
+        # What w1 PUBACKed went into its journal; what it had not reached w0 by the device's re-send.
+        assert publisher.resends > 0
+        stack.restart("w1")  # it forwards the journaled updates it still holds the claims of
+        _check_counted_once(cloud, stack, ups, expected)
+    finally:
+        publisher.close()
+        stack.stop()
