@@ -25,6 +25,7 @@ from iotfl.cli_common import (
     setup_logging,
     stop_event,
 )
+from iotfl.cli_fog import fog_cmd
 
 app = typer.Typer(
     help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.",
@@ -386,6 +387,7 @@ def status(
 
 app.add_typer(provision_app, name="provision", no_args_is_help=True)
 app.command("flash")(flash_cmd)
+app.command("fog")(fog_cmd)
 app.add_typer(ota_app, name="ota", no_args_is_help=True)
 
 
