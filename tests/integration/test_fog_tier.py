@@ -28,6 +28,7 @@ BAND = 0.12
 
 def _run(broker: str, workdir: Path, fog: bool) -> dict:
     """One short training run; returns the cloud's status once its last round closed."""
+    workdir.mkdir()
     stack = Stack(workdir)
     lr, epochs, batch = DemoSettings(dataset="digits").training()
     sites = {gw: secrets.token_urlsafe(12) for gw in SITES}
