@@ -57,6 +57,7 @@ KeyRing = Callable[[str], bytes | None]
 # Which (round, sub, dev) this worker counts (gateway.dedup); an update held by another worker is not answered.
 Claim = Callable[[Sequence[tuple[int, int, str]]], list[bool]]
 HELD = "held"
+AHEAD = "ahead"
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,12 @@ class Collector:
         return _Judged(dev, topic, payload, Ack(up.round, up.seq, "accepted", ""), up, staleness)
 
     def _claimed(self, judged: list[_Judged | None]) -> list[_Judged | None]:
-        """Drop (no ack: the owner answers it) what another live worker of the gateway claimed first."""
+        """Drop (no ack: the owner answers it) what another live worker of the gateway claimed first, and an update
+        for a round this worker has not opened yet: another worker published that task first (the workers poll the
+        cloud each on its own), and the device re-sends it until this one caught up."""
+        ahead = {id(j) for j in judged if j is not None and j.ack is not None and j.ack.reason == "future_round"}
+        self.counters[AHEAD] += len(ahead)
+        judged = [None if id(j) in ahead else j for j in judged]
         wanted = [j for j in judged if j is not None and j.accepted and j.update is not None]
         if not wanted:
             return judged
