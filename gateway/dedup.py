@@ -116,7 +116,10 @@ class RedisDedup:
         self._answered = self._client.register_script(_ANSWERED)
         self._error = redis.RedisError
         self._stop = threading.Event()
-        self._renew()  # fails fast on a wrong URL, and claims made from now on are backed by a live lease
+        try:
+            self._renew()  # fails fast on a wrong URL, and claims made from now on are backed by a live lease
+        except self._error as exc:
+            raise StateError(f"dedup store {url} unreachable: {exc}") from exc
         self._thread = threading.Thread(target=self._keep_lease, name="dedup-lease", daemon=True)
         self._thread.start()
 

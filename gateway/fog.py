@@ -137,6 +137,10 @@ class FogNode:
         except CloudError as exc:
             log.warning("upstream unreachable: %s", exc)
             return
+        self.follow(info, model, now)
+
+    def follow(self, info: RoundInfo, model: Model, now: float) -> None:
+        """Take the upstream's round and model: close the open round when it may, open the upstream's."""
         with self.lock:
             self.info, self.model = info, model
             opening = self.open

@@ -296,10 +296,14 @@ def gateway(
     post to a parent gateway (--parent) instead of the cloud: docs/scale-out.md."""
     from gateway.service import run
     from gateway.settings import GatewaySettings
+    from gateway.state_db import StateError
 
     settings = settings_for(ctx, GatewaySettings, config, locals())
     setup_logging(verbose)
-    run(settings, stop_event())
+    try:
+        run(settings, stop_event())
+    except StateError as exc:
+        fail(str(exc))
 
 
 @app.command()
