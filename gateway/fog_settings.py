@@ -6,21 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from flcore.topics import check_id
-from gateway.settings import check_http_url
+from gateway.settings import UpstreamSettings
 
 
-class FogSettings(BaseSettings):
-    """One fog node: its id and token upstream, where upstream is, and the children it serves."""
+class FogSettings(UpstreamSettings):
+    """One fog node: its id and token upstream (``cloud``: the cloud or another fog node), and its children."""
 
-    model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
-
-    id: str
-    cloud: str = "http://127.0.0.1:8000"
-    token: str = Field(repr=False)
-    cloud_ca: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(8100, ge=0, le=65535)
     # Child gateway id → the bearer token it posts with: "site0=a,site1=b" (IOTFL_CHILD_TOKENS).
@@ -30,23 +24,6 @@ class FogSettings(BaseSettings):
     forward_margin: float = Field(4.0, ge=0, le=3600)
     poll_interval: float = Field(0.5, gt=0, le=60)
     state_dir: Path = Path(".")
-
-    @field_validator("id")
-    @classmethod
-    def _valid_id(cls, value: str) -> str:
-        return check_id(value)
-
-    @field_validator("token")
-    @classmethod
-    def _non_empty_token(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a fog node needs the bearer token its upstream knows it by (--token or IOTFL_TOKEN)")
-        return value.strip()
-
-    @field_validator("cloud")
-    @classmethod
-    def _cloud_url(cls, value: str) -> str:
-        return check_http_url(value, "cloud")
 
     @field_validator("child_tokens", mode="before")
     @classmethod

@@ -17,19 +17,42 @@ from gateway.device_keys import DeviceKeysError, load_device_keys
 from gateway.pause import parse_pause
 
 
-class GatewaySettings(BaseSettings, RobustSettings):
-    """One gateway: its id, where the broker and the cloud are, and the round limits it enforces."""
+class UpstreamSettings(BaseSettings):
+    """What every gateway (a device gateway, a fog gateway) has: its id and where its cloud is, with its token."""
 
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
     id: str
-    broker: str = "mqtt://127.0.0.1:1883"
     cloud: str = "http://127.0.0.1:8000"
     token: str = Field(repr=False)
-    # CA certificates (PEM) the broker's (mqtts://) and the cloud's (https://) certificates must chain to; the
-    # system's trust store when unset. `iotfl provision fleet` writes the fleet's private CA next to gateway.env.
-    broker_ca: Path | None = None
+    # The CA certificates (PEM) the cloud's https:// certificate must chain to; the system's trust store when unset.
     cloud_ca: Path | None = None
+
+    @field_validator("id", "fleet", check_fields=False)
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return check_id(value)
+
+    @field_validator("token")
+    @classmethod
+    def _non_empty_token(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a gateway needs the bearer token the cloud knows it by (--token or IOTFL_TOKEN)")
+        return value.strip()
+
+    @field_validator("cloud")
+    @classmethod
+    def _cloud_url(cls, value: str) -> str:
+        return check_http_url(value, "cloud")
+
+
+class GatewaySettings(UpstreamSettings, RobustSettings):
+    """One gateway: its id, where the broker and the cloud are, and the round limits it enforces."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    # CA certificates (PEM) the broker's (mqtts://) certificate must chain to; the system's trust store when unset.
+    # `iotfl provision fleet` writes the fleet's private CA next to gateway.env.
+    broker_ca: Path | None = None
     fleet: str = "default"
     quorum: int = Field(0, ge=0)
     # Close a (sub-)round once ceil(quorum_fraction × live devices) updates were accepted (0 = off).
@@ -60,18 +83,6 @@ class GatewaySettings(BaseSettings, RobustSettings):
     dedup: str = "local"
     # Fog tier: post to this parent gateway (`iotfl fog`, the cloud's API) instead of `cloud`.
     parent: str = ""
-
-    @field_validator("id", "fleet")
-    @classmethod
-    def _valid_id(cls, value: str) -> str:
-        return check_id(value)
-
-    @field_validator("token")
-    @classmethod
-    def _non_empty_token(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a gateway needs the bearer token the cloud knows it by (--token or IOTFL_TOKEN)")
-        return value.strip()
 
     @field_validator("device_keys")
     @classmethod
@@ -119,11 +130,6 @@ class GatewaySettings(BaseSettings, RobustSettings):
     def _broker_url(cls, value: str) -> str:
         parse_broker_url(value)
         return value.strip()
-
-    @field_validator("cloud")
-    @classmethod
-    def _cloud_url(cls, value: str) -> str:
-        return check_http_url(value, "cloud")
 
     @model_validator(mode="after")
     def _workers(self) -> GatewaySettings:
@@ -176,4 +182,4 @@ def check_http_url(value: str, what: str) -> str:
     return value.strip().rstrip("/")
 
 
-__all__ = ["GatewaySettings", "check_http_url"]
+__all__ = ["GatewaySettings", "UpstreamSettings", "check_http_url"]

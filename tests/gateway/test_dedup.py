@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,24 +13,9 @@ from gateway.state_db import StateError
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture
-def fleet() -> Iterator[str]:
-    redis = pytest.importorskip("redis", reason="the `scaleout` extra (redis) is not installed")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS_URL} ({exc}): start redis-server to run the dedup tests")
-    name = f"t{secrets.token_hex(4)}"
-    yield name
-    for key in client.scan_iter(f"iotfl:{name}:*"):
-        client.delete(key)
-    client.close()
-
-
-def test_first_claim_wins_while_its_owner_lives_then_is_taken_over(fleet: str) -> None:
-    w0 = RedisDedup(REDIS_URL, fleet, "gw0", "w0", lease=0.6)
-    w1 = RedisDedup(REDIS_URL, fleet, "gw0", "w1", lease=0.6)
+def test_first_claim_wins_while_its_owner_lives_then_is_taken_over(redis_fleet: str) -> None:
+    w0 = RedisDedup(REDIS_URL, redis_fleet, "gw0", "w0", lease=0.6)
+    w1 = RedisDedup(REDIS_URL, redis_fleet, "gw0", "w1", lease=0.6)
     try:
         assert w0.claim([(1, 0, "d1"), (1, 0, "d2"), (1, 1, "d1")]) == [True, True, True]
         assert w1.claim([(1, 0, "d1"), (1, 0, "d3"), (2, 0, "d1")]) == [False, True, True]
@@ -50,16 +33,16 @@ def test_first_claim_wins_while_its_owner_lives_then_is_taken_over(fleet: str) -
         w1.committed([(1, 0, "d1")])
         assert w1.answered(1, 0) == {"d1", "d3"}
         # w0 back (a restart replaying its journal): d1 was taken over and is no longer its to count.
-        w0 = RedisDedup(REDIS_URL, fleet, "gw0", "w0", lease=0.6)
+        w0 = RedisDedup(REDIS_URL, redis_fleet, "gw0", "w0", lease=0.6)
         assert w0.claim([(1, 0, "d1"), (1, 0, "d2")]) == [False, True]
     finally:
         w0.close()
         w1.close()
 
 
-def test_a_killed_workers_lease_expires(fleet: str) -> None:
-    w0 = RedisDedup(REDIS_URL, fleet, "gw0", "w0", lease=0.6)
-    w1 = RedisDedup(REDIS_URL, fleet, "gw0", "w1", lease=0.6)
+def test_a_killed_workers_lease_expires(redis_fleet: str) -> None:
+    w0 = RedisDedup(REDIS_URL, redis_fleet, "gw0", "w0", lease=0.6)
+    w1 = RedisDedup(REDIS_URL, redis_fleet, "gw0", "w1", lease=0.6)
     try:
         assert w0.claim([(1, 0, "d1")]) == [True]
         w0._stop.set()  # renewal stops as with kill -9 (the lease key is left to expire)

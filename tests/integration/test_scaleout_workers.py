@@ -30,22 +30,6 @@ RESEND_AFTER = 2.0
 CHUNK = 32
 
 
-@pytest.fixture
-def redis_fleet() -> object:
-    """A fleet name of its own (the Redis keys are prefixed with it), its keys removed afterwards."""
-    redis = pytest.importorskip("redis", reason="the `scaleout` extra (redis) is not installed")
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS_URL} ({exc}): start redis-server to run the scale-out tests")
-    fleet = f"so{secrets.token_hex(4)}"
-    yield fleet
-    for key in client.scan_iter(f"iotfl:{fleet}:*"):
-        client.delete(key)
-    client.close()
-
-
 class Publisher:
     """1,000 devices in one MQTT client: retained statuses, one update each for the task's round, re-sent every
     ``RESEND_AFTER`` seconds until an ``accepted`` or ``duplicate`` ack comes back."""
@@ -178,8 +162,8 @@ def _check_counted_once(cloud: str, stack: Stack, ups: dict[str, Up], expected: 
     return closed
 
 
-def test_two_workers_share_1000_updates_and_count_each_once(mosquitto, redis_fleet, tmp_path: Path) -> None:
-    stack, cloud, publisher = _start(tmp_path, mosquitto.port, str(redis_fleet))
+def test_two_workers_share_1000_updates_and_count_each_once(mosquitto, redis_fleet: str, tmp_path: Path) -> None:
+    stack, cloud, publisher = _start(tmp_path, mosquitto.port, redis_fleet)
     try:
         assert publisher.task is not None
         ups = publisher.updates(publisher.task)
@@ -193,8 +177,8 @@ def test_two_workers_share_1000_updates_and_count_each_once(mosquitto, redis_fle
         stack.stop()
 
 
-def test_a_killed_workers_unacked_updates_reach_the_survivor_once(mosquitto, redis_fleet, tmp_path: Path) -> None:
-    stack, cloud, publisher = _start(tmp_path, mosquitto.port, str(redis_fleet))
+def test_a_killed_workers_unacked_updates_reach_the_survivor_once(mosquitto, redis_fleet: str, tmp_path: Path) -> None:
+    stack, cloud, publisher = _start(tmp_path, mosquitto.port, redis_fleet)
     try:
         assert publisher.task is not None
         ups = publisher.updates(publisher.task)
