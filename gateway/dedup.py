@@ -31,6 +31,11 @@ CLAIMS_TTL = 24 * 3600
 REDIS_TIMEOUT = 2.0
 
 Key = tuple[int, int, str]  # (round, sub, dev)
+# What a worker does with an update besides the collector's verdict (``triage``): no ack (another worker owns it, or
+# opened its round first), or ``duplicate`` for one the worker would answer ``late`` that another worker counted.
+HELD = "held"
+AHEAD = "ahead"
+DUPLICATE = "duplicate"
 
 # KEYS[1]: the (round, sub) claims hash; ARGV: me, the lease-key prefix, the hash's TTL, then the devices.
 # Returns 1 per device this worker now owns (new, already its own, or taken over from an expired lease), else 0.
@@ -74,6 +79,10 @@ class Dedup(Protocol):
         """These claimed updates are in this worker's journal (raises ``StateError`` when the store is unreachable)."""
         ...
 
+    def counted(self, keys: Sequence[Key]) -> list[bool]:
+        """Per key, whether some worker (live or not) committed the update to its journal."""
+        ...
+
     def answered(self, round: int, sub: int) -> set[str] | None:
         """The devices counted for (round, sub) by the gateway's live workers; None: only this worker counts.
 
@@ -92,6 +101,9 @@ class LocalDedup:
 
     def committed(self, keys: Sequence[Key]) -> None:
         pass
+
+    def counted(self, keys: Sequence[Key]) -> list[bool]:
+        return [False] * len(keys)
 
     def answered(self, round: int, sub: int) -> set[str] | None:
         return None
@@ -147,6 +159,15 @@ class RedisDedup:
         except self._error as exc:
             raise StateError(f"dedup store unreachable: {exc}") from exc
 
+    def counted(self, keys: Sequence[Key]) -> list[bool]:
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for rnd, sub, dev in keys:
+                    pipe.hexists(self._claims(rnd, sub, "done"), dev)
+                return [bool(found) for found in pipe.execute()]
+        except self._error as exc:
+            raise StateError(f"dedup store unreachable: {exc}") from exc
+
     def answered(self, round: int, sub: int) -> set[str] | None:
         try:
             hashes = [self._claims(round, sub), self._claims(round, sub, "done")]
@@ -184,6 +205,36 @@ class RedisDedup:
                 log.warning("could not renew the dedup lease of worker %s: %s", self.worker, exc)
 
 
+def triage(store: Dedup, judged: Sequence[tuple[str, str, Key] | None]) -> list[str | None]:
+    """What a worker on a shared subscription does with each judged update, given its ack status, reason and key
+    (None: nothing to decide): None keeps the collector's verdict; ``HELD`` (another live worker claimed it first: it
+    answers) and ``AHEAD`` (a round this worker has not opened yet: another worker published its task first, and the
+    device re-sends once this one caught up) send no ack; ``DUPLICATE`` answers an update this worker would call
+    ``late`` but another worker counted (it committed it before dying, say: it forwards it after its restart)."""
+    fates: list[str | None] = [None] * len(judged)
+    wanted, late = [], []
+    for i, item in enumerate(judged):
+        if item is None:
+            continue
+        status, reason, _key = item
+        if reason == "future_round":
+            fates[i] = AHEAD
+        elif status == "accepted":
+            wanted.append(i)
+        elif status == "late":
+            late.append(i)
+    for where, answers, fate in (
+        (wanted, store.claim, HELD),
+        (late, store.counted, DUPLICATE),
+    ):
+        if where:
+            keys = [item[2] for item in (judged[i] for i in where) if item is not None]
+            for i, yes in zip(where, answers(keys), strict=True):
+                if yes == (fate == DUPLICATE):
+                    fates[i] = fate
+    return fates
+
+
 def open_dedup(url: str, fleet: str, gw: str, worker: str) -> Dedup:
     """``local`` or ``redis://host:port/db``."""
     if url == "local":
@@ -202,4 +253,15 @@ def check_dedup_url(url: str) -> str:
     return url
 
 
-__all__ = ["Dedup", "LEASE", "LocalDedup", "RedisDedup", "check_dedup_url", "open_dedup"]
+__all__ = [
+    "AHEAD",
+    "DUPLICATE",
+    "Dedup",
+    "HELD",
+    "LEASE",
+    "LocalDedup",
+    "RedisDedup",
+    "check_dedup_url",
+    "open_dedup",
+    "triage",
+]

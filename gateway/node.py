@@ -87,7 +87,7 @@ class GatewayNode:
             aggregation=aggregation,
             rule_params=rule_params,
             encodings=encodings,
-            claim=self.dedup.claim if share_group else None,
+            shared=self.dedup if share_group else None,
         )
         self.roster = Roster(gw)
         self.cond = threading.Condition()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gateway.dedup import LocalDedup, RedisDedup, check_dedup_url
+from gateway.dedup import AHEAD, DUPLICATE, HELD, LocalDedup, RedisDedup, check_dedup_url, triage
 from gateway.settings import GatewaySettings
 from gateway.state_db import StateError
 
@@ -84,3 +84,25 @@ def test_a_worker_posts_under_its_qualified_id_and_a_child_to_its_parent() -> No
     assert worker.cloud_id == "gw0-w1" and worker.upstream == "http://127.0.0.1:8000"
     child = GatewaySettings(id="gw0", token="t", parent="http://region:8100/")
     assert child.cloud_id == "gw0" and child.upstream == "http://region:8100"
+
+
+def test_triage_tells_a_worker_what_to_answer(redis_fleet: str) -> None:
+    w0 = RedisDedup(REDIS_URL, redis_fleet, "gw0", "w0", lease=0.6)
+    w1 = RedisDedup(REDIS_URL, redis_fleet, "gw0", "w1", lease=0.6)
+    try:
+        assert w0.claim([(1, 0, "d1")]) == [True]
+        w0.committed([(1, 0, "d1")])
+        judged = [
+            None,
+            ("accepted", "", (1, 0, "d1")),  # w0's: w0 answers it
+            ("accepted", "", (1, 0, "d2")),  # free: w1's now
+            ("rejected", "future_round", (2, 0, "d3")),  # w1 has not opened round 2 yet
+            ("late", "late", (1, 0, "d1")),  # w1 closed round 1, w0 counted d1
+            ("late", "late", (1, 0, "d4")),  # nobody counted it: late indeed
+            ("rejected", "schema", (1, 0, "d5")),
+        ]
+        assert triage(w1, judged) == [None, HELD, None, AHEAD, DUPLICATE, None, None]
+        assert w1.counted([(1, 0, "d1"), (1, 0, "d2")]) == [True, False]  # d2 claimed, not committed yet
+    finally:
+        w0.close()
+        w1.close()

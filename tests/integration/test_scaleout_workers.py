@@ -4,6 +4,7 @@ cloud; also when one worker is killed mid-stream and its unacked updates reach t
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -68,9 +69,8 @@ class Publisher:
             ups[dev] = Up(dev, task.round, task.base, 5 + i % 11, 0.5, 1, CHUNK, scales, q)
         return ups
 
-    def run(self, ups: dict[str, Up], timeout: float, on_acked: tuple[int, threading.Event] | None = None) -> None:
-        """Publish every update, then re-send the unacked ones until all are acked; sets ``on_acked[1]`` once
-        ``on_acked[0]`` acks arrived."""
+    def run(self, ups: dict[str, Up], timeout: float) -> None:
+        """Publish every update, then re-send the unacked ones until all are acked."""
         sent = {dev: time.monotonic() for dev in ups}
         for dev, up in ups.items():
             self.client.publish(self.topics.up(dev), up.encode(), qos=1)
@@ -78,9 +78,6 @@ class Publisher:
         while time.monotonic() < end:
             with self.lock:
                 missing = [dev for dev in ups if dev not in self.acks]
-                acked = len(self.acks)
-            if on_acked is not None and acked >= on_acked[0]:
-                on_acked[1].set()
             if not missing:
                 return
             now = time.monotonic()
@@ -97,7 +94,8 @@ class Publisher:
         self.client.disconnect()
 
 
-def _start(tmp_path: Path, port: int, fleet: str) -> tuple[Stack, str, Publisher]:
+def _start(tmp_path: Path, port: int, fleet: str, pause_w1: str = "") -> tuple[Stack, str, Publisher]:
+    """Cloud, the two workers (w1 with the ``pause_at`` test hook when given) and the publisher, all ready."""
     stack = Stack(tmp_path)
     tokens = {f"{GW}-{w}": secrets.token_urlsafe(12) for w in WORKERS}
     cloud = start_cloud(
@@ -130,6 +128,7 @@ def _start(tmp_path: Path, port: int, fleet: str) -> tuple[Stack, str, Publisher
                 "--state-dir",
                 str(tmp_path / w),
             ],
+            env={"IOTFL_PAUSE_AT": pause_w1} if pause_w1 and w == "w1" else None,
         )
     # Both workers connected and the task is out: the load is shared from the first update.
     end = time.monotonic() + 60
@@ -178,21 +177,32 @@ def test_two_workers_share_1000_updates_and_count_each_once(mosquitto, redis_fle
 
 
 def test_a_killed_workers_unacked_updates_reach_the_survivor_once(mosquitto, redis_fleet: str, tmp_path: Path) -> None:
-    stack, cloud, publisher = _start(tmp_path, mosquitto.port, redis_fleet)
+    # w1 holds after committing its 100th update, before acking it; it is killed there, with what it received
+    # meanwhile never PUBACKed: devices re-send all of it, and w0 takes it over once w1's lease ran out.
+    stack, cloud, publisher = _start(tmp_path, mosquitto.port, redis_fleet, pause_w1="before_ack@100")
     try:
         assert publisher.task is not None
         ups = publisher.updates(publisher.task)
         expected = _expected_weights(cloud, ups)
-        some_acked = threading.Event()
-        killer = threading.Thread(target=lambda: some_acked.wait(60) and stack.kill("w1"))
+
+        def kill_when_paused() -> None:
+            end = time.monotonic() + 60
+            while time.monotonic() < end and "PAUSED at before_ack" not in stack.child("w1").log.read_text():
+                time.sleep(0.05)
+            stack.kill("w1")
+
+        killer = threading.Thread(target=kill_when_paused)
         killer.start()
-        publisher.run(ups, timeout=150, on_acked=(UPDATES // 4, some_acked))
-        killer.join(10)
-        assert some_acked.is_set() and "w1" in stack.down
-        # What w1 PUBACKed went into its journal; what it had not reached w0 by the device's re-send.
-        assert publisher.resends > 0
-        stack.restart("w1")  # it forwards the journaled updates it still holds the claims of
+        publisher.run(ups, timeout=150)
+        killer.join(70)
+        assert "w1" in stack.down and publisher.resends > 0
+        # Back without the hook: it forwards the journaled updates it still holds the claims of.
+        w1 = stack.child("w1")
+        stack.spawn("w1", w1.args, append=True)
+        stack.down.discard("w1")
         _check_counted_once(cloud, stack, ups, expected)
+        counters = json.loads((tmp_path / "w0" / f"{GW}-w0-status.json").read_text())["counters"]
+        assert counters["held"] > 0  # w0 saw w1's claims while w1 lived, then took the updates over
     finally:
         publisher.close()
         stack.stop()
