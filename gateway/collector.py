@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from flcore.messages import MAX_SAMPLES, MAX_UPDATE_BYTES, Ack, Up
 from flcore.robust import FEDAVG, Rows, RuleParams, aggregate, check_rule, robust_sum
 from flcore.signing import verify
 from flcore.topics import GatewayTopics
+from gateway.dedup import DUPLICATE, Dedup, triage
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ class Accepted:
 
 @dataclass(frozen=True)
 class _Judged:
-    """What the rules decided for one message before it is applied: an ``ack`` (None: park the update) and, when
-    accepted or parked, the decoded update."""
+    """What the rules decided for one message before it is applied: an ``ack`` (None: park the update) and, once
+    decoded, the update (folded only when accepted)."""
 
     dev: str
     topic: str
@@ -149,10 +150,13 @@ class Collector:
         aggregation: str = FEDAVG,
         rule_params: RuleParams | None = None,
         encodings: Iterable[str] = ACCEPTED_BY_DEFAULT,
+        shared: Dedup | None = None,
     ) -> None:
         """``keys`` (a device's key, or None for a device without one) makes signed updates mandatory;
-        ``encodings`` are the update encodings accepted."""
+        ``encodings`` are the update encodings accepted; ``shared`` (``gateway.dedup``), for a worker sharing the
+        gateway id with others, says which updates this worker counts and answers."""
         self.topics = topics
+        self.shared = shared
         self.encodings = frozenset(check_encoding(e) for e in encodings)
         self.keys = keys
         self.aggregation = check_rule(aggregation)
@@ -261,6 +265,8 @@ class Collector:
         """
         pending = _Pending()
         judged = [self._judge(topic, payload, journaled, pending) for topic, payload in messages]
+        if self.shared is not None:
+            judged = self._triaged(self.shared, judged)
         accepted = [j for j in judged if j is not None and j.accepted]
         if accepted and commit is not None:
             commit([Accepted(j.update, j.topic, j.payload) for j in accepted if j.update is not None])
@@ -288,7 +294,7 @@ class Collector:
             return _Judged(dev, topic, payload, Ack(exc.round, exc.seq, "rejected", exc.reason))
 
         def answer(status: str, reason: str) -> _Judged:
-            return _Judged(dev, topic, payload, Ack(up.round, up.seq, status, reason))
+            return _Judged(dev, topic, payload, Ack(up.round, up.seq, status, reason), up)
 
         if up.enc not in self.encodings:
             log.info("rejected update from %s: encoding %s is not one of %s", dev, up.enc, sorted(self.encodings))
@@ -318,6 +324,20 @@ class Collector:
         pending.keys.add(key)
         pending.seqs[up.dev] = max(up.seq, last_seq)
         return _Judged(dev, topic, payload, Ack(up.round, up.seq, "accepted", ""), up, staleness)
+
+    def _triaged(self, shared: Dedup, judged: list[_Judged | None]) -> list[_Judged | None]:
+        """A worker's judgements with what the shared store says (``gateway.dedup.triage``): None for no ack."""
+        items = [
+            None if j is None or j.ack is None or j.update is None else (j.ack.status, j.ack.reason, _key(j.update))
+            for j in judged
+        ]
+        out: list[_Judged | None] = []
+        for j, fate in zip(judged, triage(shared, items), strict=True):
+            if fate is not None and j is not None and j.update is not None:
+                self.counters[fate] += fate != DUPLICATE  # a duplicate is counted with its ack
+                j = None if fate != DUPLICATE else replace(j, ack=Ack(j.update.round, j.update.seq, fate, fate))
+            out.append(j)
+        return out
 
     def _settle(self, judged: _Judged) -> Verdict | None:
         """Apply a judgement: count it, park or fold its update; the verdict to answer with (None when parked)."""
@@ -381,6 +401,10 @@ class Collector:
         self.totals.k += 1
         self.totals.samples += up.n
         self.totals.loss_weighted += up.n * up.loss
+
+
+def _key(up: Up) -> tuple[int, int, str]:
+    return up.round, up.sub, up.dev
 
 
 __all__ = [

@@ -120,11 +120,15 @@ class MqttLink:
         batched: dict[str, BatchHandler] | None = None,
         max_batch: int = MAX_BATCH,
         on_puback: Callable[[list[float]], None] | None = None,
+        share_group: str = "",
     ) -> None:
+        """``share_group`` subscribes the ``batched`` filters as MQTT 5 shared subscriptions
+        (``$share/<group>/<filter>``): the broker hands each message to one of the group's clients."""
         self.address = address
         self.on_puback = on_puback
         self.subscriptions = dict(subscriptions)
         self.batched = dict(batched or {})
+        self.share_group = share_group
         self.max_batch = max_batch
         # Split once: paho's topic_matches_sub builds a matcher on every call, a cost paid per message.
         self._routes: list[tuple[TopicFilter, MessageHandler | None, BatchHandler | None]] = [
@@ -147,13 +151,18 @@ class MqttLink:
         self._inbox: queue.SimpleQueue[_Inbound | None] = queue.SimpleQueue()
         self._ingest: threading.Thread | None = None
         # A persistent session keeps QoS1 updates queued at the broker while the gateway reconnects.
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=False,
-            protocol=paho.MQTTv311,
-            manual_ack=True,
-        )
+        if share_group:  # shared subscriptions are MQTT 5
+            self.client = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True
+            )
+        else:
+            self.client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                clean_session=False,
+                protocol=paho.MQTTv311,
+                manual_ack=True,
+            )
         self.client.reconnect_delay_set(RECONNECT_FIRST, RECONNECT_MAX_DELAY)  # type: ignore[arg-type]
         if address.username is not None:
             self.client.username_pw_set(address.username, address.password)
@@ -176,7 +185,12 @@ class MqttLink:
         if self.batched and self._ingest is None:
             self._ingest = threading.Thread(target=self._drain, name="mqtt-ingest", daemon=True)
             self._ingest.start()
-        self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE)
+        if self.share_group:
+            # No persistent session: a broker may keep handing a dead member's session its share of the messages;
+            # without one, the live members get them all, and what the dead one never PUBACKed devices re-send.
+            self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE, clean_start=True)
+        else:
+            self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE)
         self.client.loop_start()
         if not self.subscribed.wait(timeout):
             log.warning("broker %s:%d not reachable yet; retrying in the background", *self._where())
@@ -199,6 +213,11 @@ class MqttLink:
         """QoS 1; while disconnected paho queues the message and sends it after the reconnect."""
         return self.client.publish(topic, payload, qos=1, retain=retain)
 
+    def _filters(self) -> list[str]:
+        """What is subscribed: the batched filters behind ``$share/<group>/`` when shared."""
+        shared = [f"$share/{self.share_group}/{f}" if self.share_group else f for f in self.batched]
+        return [*self.subscriptions, *shared]
+
     def _where(self) -> tuple[str, int]:
         return self.address.host, self.address.port
 
@@ -209,7 +228,7 @@ class MqttLink:
         _no_delay(client)
         self.failures = 0
         self._session += 1
-        client.subscribe([(topic, 1) for topic in [*self.subscriptions, *self.batched]])
+        client.subscribe([(topic, 1) for topic in self._filters()])
         self.connected.set()
         log.info("connected to broker %s:%d", *self._where())
         if self.on_connected is not None:
@@ -244,7 +263,7 @@ class MqttLink:
         return delay
 
     def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list, props: object) -> None:
-        topics = [*self.subscriptions, *self.batched]
+        topics = self._filters()
         refused = [t for t, r in zip(topics, reasons, strict=False) if getattr(r, "is_failure", False)]
         for topic in refused:
             if topic in self.optional:

@@ -27,6 +27,7 @@ from flcore.robust import FEDAVG, RuleParams
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
 from gateway.collector import JOURNAL_ERROR, Accepted, Collector, KeyRing, RoundTotals, SubRound
+from gateway.dedup import Dedup, LocalDedup, open_dedup
 from gateway.device_keys import DeviceKeys
 from gateway.device_log import DeviceLog
 from gateway.journal import Journal
@@ -65,9 +66,16 @@ class GatewayNode:
         rule_params: RuleParams | None = None,
         broker_ca: Path | None = None,
         encodings: Iterable[str] = ACCEPTED_BY_DEFAULT,
+        dedup: Dedup | None = None,
+        share_group: str = "",
+        worker: str = "",
     ) -> None:
         """``keys`` (device id → key or None) makes every update need its device's signature; ``broker_ca`` is the
-        CA file an mqtts:// broker's certificate must chain to; ``encodings`` are the update encodings accepted."""
+        CA file an mqtts:// broker's certificate must chain to; ``encodings`` are the update encodings accepted.
+
+        ``share_group`` makes this one ``worker`` of the gateway: updates arrive over an MQTT 5 shared subscription
+        and ``dedup`` (``gateway.dedup``) decides which of them this worker counts (docs/scale-out.md)."""
+        self.dedup = dedup or LocalDedup()
         self.topics = GatewayTopics(fleet, gw)
         self.quorum = quorum
         self.quorum_fraction = quorum_fraction
@@ -83,6 +91,7 @@ class GatewayNode:
             aggregation=aggregation,
             rule_params=rule_params,
             encodings=encodings,
+            shared=self.dedup if share_group else None,
         )
         self.roster = Roster(gw)
         self.device_log = DeviceLog(gw)
@@ -90,7 +99,7 @@ class GatewayNode:
         self._task: bytes | None = None
         self.link = MqttLink(
             address,
-            f"iotfl-gw-{gw}",
+            f"iotfl-gw-{gw}-{worker}" if worker else f"iotfl-gw-{gw}",
             {status_wildcard(fleet): self._on_status, DROPPED_TOPIC: self.broker_stats.on_dropped},
             on_connected=self._republish_task,
             optional=frozenset({DROPPED_TOPIC}),
@@ -99,6 +108,7 @@ class GatewayNode:
             # The test hook counts arrivals update by update: batches of one keep its windows exact.
             max_batch=1 if self.pause.target is not None else MAX_BATCH,
             on_puback=self.metrics.acknowledged,
+            share_group=share_group,
         )
 
     @classmethod
@@ -118,6 +128,9 @@ class GatewayNode:
             rule_params=settings.rule_params,
             broker_ca=settings.broker_ca,
             encodings=settings.accepted_encodings,
+            dedup=open_dedup(settings.dedup, settings.fleet, settings.id, settings.worker_id),
+            share_group=settings.share_group,
+            worker=settings.worker_id,
         )
 
     def start(self, timeout: float = 10.0) -> bool:
@@ -130,6 +143,7 @@ class GatewayNode:
 
     def stop(self) -> None:
         self.link.stop()
+        self.dedup.close()
 
     @property
     def counters(self) -> Counter[str]:
@@ -176,10 +190,13 @@ class GatewayNode:
         opening = SubRound(task.round, task.sub, task.base, task.spec.param_count)
         with self.cond:
             self.collector.open(opening)
+            replayed = []
             for topic, payload in replay:
                 verdict = self.collector.ingest(topic, payload, journaled=True)
                 if verdict is not None and verdict.update is not None:
                     self.roster.on_update(verdict.dev)
+                    replayed.append((verdict.update.round, verdict.update.sub, verdict.dev))
+            self.dedup.committed(replayed)  # in the journal already: count them towards the gateway's close
             parked = self.collector.take_parked()
             self.cond.notify_all()
         if publish:
@@ -239,9 +256,11 @@ class GatewayNode:
         opening, total = self.collector.opening, self.collector.sum
         if opening is None or total is None or self.collector.closed:
             return None
-        reason = self.roster.close_reason(
-            opening.round, opening.sub, self.collector.sub_devices, total.k, self.quorum, self.quorum_fraction
-        )
+        answered, k = self.collector.sub_devices, total.k
+        shared = self.dedup.answered(opening.round, opening.sub)  # every worker's, when workers share the gateway
+        if shared is not None:
+            answered, k = shared, len(shared)
+        reason = self.roster.close_reason(opening.round, opening.sub, answered, k, self.quorum, self.quorum_fraction)
         # Both count the live devices, which are known only once their retained statuses had time to arrive.
         if reason in ("all_answered", "quorum_fraction") and not self._roster_settled():
             return None
@@ -264,6 +283,7 @@ class GatewayNode:
             if self.journal is not None:
                 opening = self.collector.opening
                 self.journal.updates(accepted, into_sub=opening.sub if opening else None)
+            self.dedup.committed([(a.update.round, a.update.sub, a.update.dev) for a in accepted])
 
         self.metrics.received(sum(len(payload) for _, payload in batch))
         with self.cond:

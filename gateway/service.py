@@ -63,11 +63,11 @@ class RoundLoop:
         self.cloud = cloud
         self.journal = journal
         self.stop = stop
-        self.outbox = outbox or Outbox(settings.state_dir, settings.id)
+        self.outbox = outbox or Outbox(settings.state_dir, settings.cloud_id)
         self.forwarder = forwarder or Forwarder(
             self.outbox, cloud, stop, pause=node.pause, on_change=self.report_health
         )
-        self.health = HealthFile(status_path(settings.state_dir, settings.id))
+        self.health = HealthFile(status_path(settings.state_dir, settings.cloud_id))
         self.handled = 0
         self.round = 0
         self.done_published = False
@@ -101,14 +101,14 @@ class RoundLoop:
             if self._cloud_ok is not False:
                 log.warning(
                     "cloud %s unreachable (%s); polling every %.1f s",
-                    self.settings.cloud,
+                    self.settings.upstream,
                     exc,
                     self.settings.poll_interval,
                 )
             self._cloud_ok = False
             return None
         if self._cloud_ok is not True:
-            log.info("cloud %s reachable: round %d %s", self.settings.cloud, info.round, info.state)
+            log.info("cloud %s reachable: round %d %s", self.settings.upstream, info.round, info.state)
             self.forwarder.wake()  # the cloud is back: post what waited without sitting out the backoff
         self._cloud_ok = True
         return info
@@ -254,7 +254,7 @@ class RoundLoop:
             )
             return
         agg = Agg(
-            self.settings.id,
+            self.settings.cloud_id,
             info.round,
             info.base,
             totals.n,
@@ -333,21 +333,24 @@ def _rounded(value: float | None) -> float | None:
 
 def run(settings: GatewaySettings, stop: threading.Event) -> None:
     """Run the gateway until ``stop`` is set."""
-    journal = Journal(settings.state_dir, settings.id)
-    outbox = Outbox(settings.state_dir, settings.id)
+    journal = Journal(settings.state_dir, settings.cloud_id)
+    outbox = Outbox(settings.state_dir, settings.cloud_id)
     node = GatewayNode.from_settings(settings, journal)
-    cloud = CloudClient(settings.cloud, settings.token, timeout=HTTP_TIMEOUT, ca=settings.cloud_ca)
+    cloud = CloudClient(settings.upstream, settings.token, timeout=HTTP_TIMEOUT, ca=settings.cloud_ca)
     log.info(
-        "gateway %s (fleet %s): broker %s, cloud %s, quorum %s, round timeout %.1f s, state %s (outbox depth %d)%s",
-        settings.id,
+        "gateway %s (fleet %s): broker %s, cloud %s, quorum %s, round timeout %.1f s, state %s (outbox depth %d)%s%s",
+        settings.cloud_id,
         settings.fleet,
         settings.broker_address,
-        settings.cloud,
+        settings.upstream + (" (parent gateway)" if settings.parent else ""),
         settings.quorum
         or (f"{settings.quorum_fraction:.0%} of live devices" if settings.quorum_fraction else "all live devices"),
         settings.round_timeout,
         journal.path,
         outbox.depth(),
+        f", worker {settings.worker_id} of share group {settings.share_group} (dedup {settings.dedup})"
+        if settings.share_group
+        else "",
         f", TEST HOOK pause_at={settings.pause_at}" if settings.pause_at else "",
     )
     loop = RoundLoop(settings, node, cloud, journal, stop, outbox)

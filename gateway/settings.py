@@ -12,23 +12,47 @@ from flcore.encodings import ACCEPTED_BY_DEFAULT, DEFAULT_TOPK, check_encoding, 
 from flcore.endpoints import BrokerAddress, parse_broker_url
 from flcore.robust.settings import RobustSettings
 from flcore.topics import check_id
+from gateway.dedup import check_dedup_url
 from gateway.device_keys import DeviceKeysError, load_device_keys
 from gateway.pause import parse_pause
 
 
-class GatewaySettings(BaseSettings, RobustSettings):
-    """One gateway: its id, where the broker and the cloud are, and the round limits it enforces."""
+class UpstreamSettings(BaseSettings):
+    """What every gateway (a device gateway, a fog gateway) has: its id and where its cloud is, with its token."""
 
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
     id: str
-    broker: str = "mqtt://127.0.0.1:1883"
     cloud: str = "http://127.0.0.1:8000"
     token: str = Field(repr=False)
-    # CA certificates (PEM) the broker's (mqtts://) and the cloud's (https://) certificates must chain to; the
-    # system's trust store when unset. `iotfl provision fleet` writes the fleet's private CA next to gateway.env.
-    broker_ca: Path | None = None
+    # The CA certificates (PEM) the cloud's https:// certificate must chain to; the system's trust store when unset.
     cloud_ca: Path | None = None
+
+    @field_validator("id", "fleet", check_fields=False)
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return check_id(value)
+
+    @field_validator("token")
+    @classmethod
+    def _non_empty_token(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a gateway needs the bearer token the cloud knows it by (--token or IOTFL_TOKEN)")
+        return value.strip()
+
+    @field_validator("cloud")
+    @classmethod
+    def _cloud_url(cls, value: str) -> str:
+        return check_http_url(value, "cloud")
+
+
+class GatewaySettings(UpstreamSettings, RobustSettings):
+    """One gateway: its id, where the broker and the cloud are, and the round limits it enforces."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    # CA certificates (PEM) the broker's (mqtts://) certificate must chain to; the system's trust store when unset.
+    # `iotfl provision fleet` writes the fleet's private CA next to gateway.env.
+    broker_ca: Path | None = None
     fleet: str = "default"
     quorum: int = Field(0, ge=0)
     # Close a (sub-)round once ceil(quorum_fraction × live devices) updates were accepted (0 = off).
@@ -65,18 +89,14 @@ class GatewaySettings(BaseSettings, RobustSettings):
     metrics_host: str = "127.0.0.1"
     # Test hook for fault tests (gateway/pause.py): hold at a named point so a test can kill -9 there. Off when empty.
     pause_at: str = Field("", description="test hook: hold at a named point (gateway/pause.py); empty in production")
-
-    @field_validator("id", "fleet")
-    @classmethod
-    def _valid_id(cls, value: str) -> str:
-        return check_id(value)
-
-    @field_validator("token")
-    @classmethod
-    def _non_empty_token(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a gateway needs the bearer token the cloud knows it by (--token or IOTFL_TOKEN)")
-        return value.strip()
+    # Scale-out (docs/scale-out.md): this process is worker `worker_id` of gateway `id`, sharing its `up` messages
+    # with the other workers of `share_group` (MQTT 5 shared subscription); `dedup` is where they claim updates
+    # (`local`: a lone gateway, or redis://host:port/db). A worker posts to the cloud as `<id>-<worker_id>`.
+    worker_id: str = ""
+    share_group: str = ""
+    dedup: str = "local"
+    # Fog tier: post to this parent gateway (`iotfl fog`, the cloud's API) instead of `cloud`.
+    parent: str = ""
 
     @field_validator("device_keys")
     @classmethod
@@ -104,25 +124,41 @@ class GatewaySettings(BaseSettings, RobustSettings):
         parse_pause(value)
         return value.strip()
 
+    @field_validator("worker_id", "share_group")
+    @classmethod
+    def _optional_id(cls, value: str) -> str:
+        return check_id(value.strip()) if value.strip() else ""
+
+    @field_validator("dedup")
+    @classmethod
+    def _dedup_url(cls, value: str) -> str:
+        return check_dedup_url(value)
+
+    @field_validator("parent")
+    @classmethod
+    def _parent_url(cls, value: str) -> str:
+        return check_http_url(value, "parent") if value.strip() else ""
+
     @field_validator("broker")
     @classmethod
     def _broker_url(cls, value: str) -> str:
         parse_broker_url(value)
         return value.strip()
 
-    @field_validator("cloud")
-    @classmethod
-    def _cloud_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"cloud URL {value!r} must be http(s)://host[:port]")
-        return value.strip().rstrip("/")
+    @model_validator(mode="after")
+    def _workers(self) -> GatewaySettings:
+        if self.share_group and not self.worker_id:
+            raise ValueError("a shared-subscription worker needs --worker-id (unique among the gateway's workers)")
+        if self.share_group and self.dedup == "local":
+            raise ValueError("workers on a shared subscription need a shared --dedup store (redis://host:port/db)")
+        check_id(self.cloud_id)
+        return self
 
     @model_validator(mode="after")
     def _ca_files(self) -> GatewaySettings:
         for name, ca, tls in (
             ("broker_ca", self.broker_ca, self.broker_address.tls),
-            ("cloud_ca", self.cloud_ca, self.cloud.startswith("https:")),
+            ("cloud_ca", self.cloud_ca, self.upstream.startswith("https:")),
         ):
             if ca is None:
                 continue
@@ -138,8 +174,26 @@ class GatewaySettings(BaseSettings, RobustSettings):
         return tuple(dict.fromkeys([*parse_encodings(self.accept_enc), *([self.enc] if self.enc else [])]))
 
     @property
+    def cloud_id(self) -> str:
+        """The gateway id the cloud (or parent) knows this process by: ``<id>-<worker_id>`` for a worker."""
+        return f"{self.id}-{self.worker_id}" if self.worker_id else self.id
+
+    @property
+    def upstream(self) -> str:
+        """Where rounds are polled and aggregates posted: the parent gateway when set, else the cloud."""
+        return self.parent or self.cloud
+
+    @property
     def broker_address(self) -> BrokerAddress:
         return parse_broker_url(self.broker)
 
 
-__all__ = ["GatewaySettings"]
+def check_http_url(value: str, what: str) -> str:
+    """An http(s)://host[:port] URL without its trailing slash, else ValueError naming ``what``."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} URL {value!r} must be http(s)://host[:port]")
+    return value.strip().rstrip("/")
+
+
+__all__ = ["GatewaySettings", "UpstreamSettings", "check_http_url"]

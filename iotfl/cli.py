@@ -31,6 +31,7 @@ from iotfl.cli_common import (
     stop_event,
 )
 from iotfl.cli_db import db_app
+from iotfl.cli_fog import fog_cmd
 from iotfl.fleet_progress import FleetProgress
 
 app = typer.Typer(
@@ -319,19 +320,35 @@ def gateway(
         opt("Serve Prometheus metrics at http://HOST:PORT/metrics (0 = off).", "METRICS_PORT", min=0, max=65535),
     ] = 0,
     metrics_host: Annotated[str, opt("Address the metrics port binds to.", "METRICS_HOST")] = "127.0.0.1",
+    worker_id: Annotated[
+        str, opt("Scale-out: this worker's id among the gateway's workers; posts as <id>-<worker-id>.", "WORKER_ID")
+    ] = "",
+    share_group: Annotated[
+        str, opt("Scale-out: share the `up` messages with this MQTT 5 shared-subscription group.", "SHARE_GROUP")
+    ] = "",
+    dedup: Annotated[
+        str, opt("Where workers claim updates: local (one process) or redis://host:port/db.", "DEDUP")
+    ] = "local",
+    parent: Annotated[
+        str, opt("Fog tier: post to this parent gateway (`iotfl fog`) instead of --cloud.", "PARENT")
+    ] = "",
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a gateway: collect device updates over MQTT, aggregate them, forward one aggregate per round."""
+    """Run a gateway: collect device updates over MQTT, aggregate them, forward one aggregate per round.
+
+    Several workers may share one gateway id (--worker-id, --share-group, --dedup redis://…), and a gateway may
+    post to a parent gateway (--parent) instead of the cloud: docs/scale-out.md."""
     from gateway.metrics import MetricsError
     from gateway.service import run
     from gateway.settings import GatewaySettings
+    from gateway.state_db import StateError
 
     settings = settings_for(ctx, GatewaySettings, config, locals())
     setup_logging(verbose)
     try:
         run(settings, stop_event())
-    except MetricsError as exc:
+    except (MetricsError, StateError) as exc:
         fail(str(exc))
 
 
@@ -431,6 +448,7 @@ def status(
 
 app.add_typer(provision_app, name="provision", no_args_is_help=True)
 app.command("flash")(flash_cmd)
+app.command("fog")(fog_cmd)
 app.add_typer(ota_app, name="ota", no_args_is_help=True)
 app.add_typer(db_app, name="db", no_args_is_help=True)
 
