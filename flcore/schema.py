@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from flcore.errors import WireError
 
@@ -18,6 +19,21 @@ _UNPACK_LIMITS = dict(max_str_len=1 << 16, max_bin_len=64 << 20, max_array_len=1
 def pack(fields: dict[str, Any]) -> bytes:
     """msgpack with ``bin`` for bytes and float64 for floats, keys in the given order."""
     return msgpack.packb(fields, use_bin_type=True)
+
+
+def f32_array(data: bytes) -> np.ndarray:
+    """A wire float32 bin as a writable native float32 array (a copy)."""
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def f32_bytes(values: np.ndarray) -> bytes:
+    """float32 values as they travel (little-endian)."""
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+def without_none(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The map of ``pairs`` in their order, without the unset (None) optional fields."""
+    return {k: v for k, v in pairs if v is not None}
 
 
 def unpack(data: bytes, kind: str, max_bytes: int | None = None) -> dict[str, Any]:
