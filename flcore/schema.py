@@ -44,10 +44,11 @@ def unpack(data: bytes, kind: str, max_bytes: int | None = None) -> dict[str, An
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
         raise WireError("decode", f"not msgpack: {type(exc).__name__}") from None
-    if not isinstance(obj, dict):
+    # Exact type tests: msgpack builds the builtins only (and a bool is not an int here).
+    if type(obj) is not dict:
         raise WireError("decode", f"expected a map, got {type(obj).__name__}")
     version = obj.get("v")
-    if not is_int(version) or version != WIRE_VERSION:
+    if type(version) is not int or version != WIRE_VERSION:
         raise Fields(obj).fail("version", f"v={version!r}, expected {WIRE_VERSION}")
     if obj.get("t") != kind:
         raise Fields(obj).fail("schema", f"t={obj.get('t')!r}, expected {kind!r}")
