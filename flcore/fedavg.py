@@ -93,8 +93,16 @@ class WeightedSum:
         chunk, rows = self._block_chunk, len(self._block)
         # One join of the rows' bytes (add_quantized checked they are contiguous int8 / float32) costs less than
         # np.stack of many small arrays.
-        q = np.frombuffer(b"".join([b[0] for b in self._block]), dtype=np.int8).astype(np.float64).reshape(rows, -1)
-        w = np.frombuffer(b"".join([b[1] for b in self._block]), dtype=np.float32).astype(np.float64).reshape(rows, -1)
+        q = (
+            np.frombuffer(b"".join([b[0].data for b in self._block]), dtype=np.int8)
+            .astype(np.float64)
+            .reshape(rows, -1)
+        )
+        w = (
+            np.frombuffer(b"".join([b[1].data for b in self._block]), dtype=np.float32)
+            .astype(np.float64)
+            .reshape(rows, -1)
+        )
         w *= np.array([b[2] for b in self._block], dtype=np.float64)[:, None]
         full = self.size // chunk
         out = np.empty(self.size, dtype=np.float64)
