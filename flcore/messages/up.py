@@ -35,6 +35,9 @@ _UP_TYPES = (str, int, int, int, int, int, float, bytes, bytes)
 # The `meta` keys a simulated or MicroPython device sends, with their types, all present: the fast path's case.
 _META_KEYS = tuple(_META_TYPES)
 _META_COMMON = tuple(types[0] for types in _META_TYPES.values())
+# dtype objects made once: np.frombuffer spends half its time turning a dtype argument like "<f4" into one.
+_F32_WIRE = np.dtype("<f4")
+_INT8 = np.dtype(np.int8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,7 +239,7 @@ def _decode_common(
     ):
         return None
     # A little-endian view is native float32 on the hosts gateways run on (and still correct, non-native, elsewhere).
-    scales = np.frombuffer(scales_raw, dtype="<f4")
+    scales = np.frombuffer(scales_raw, _F32_WIRE)
     if not scales_in_range(scales):
         return None
     up = object.__new__(Up)
@@ -250,7 +253,7 @@ def _decode_common(
         seq=seq,
         chunk=chunk,
         scales=scales,
-        q=np.frombuffer(q_raw, dtype=np.int8),
+        q=np.frombuffer(q_raw, _INT8),
         sub=sub,
         meta=meta,
         sig=sig,
