@@ -41,7 +41,9 @@ def unpack(data: bytes, kind: str, max_bytes: int | None = None) -> dict[str, An
     if max_bytes is not None and len(data) > max_bytes:
         raise WireError("too_large", f"{len(data)} bytes > {max_bytes}")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+        # raw=False and strict_map_key=True are msgpack ≥ 1.0's defaults (pyproject pins it): not passed, as every
+        # keyword argument costs a gateway time per message.
+        obj = msgpack.unpackb(data, **_UNPACK_LIMITS)
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
         raise WireError("decode", f"not msgpack: {type(exc).__name__}") from None
     # Exact type tests: msgpack builds the builtins only (and a bool is not an int here).
