@@ -30,16 +30,14 @@ from device_sim.battery import Battery
 from device_sim.connection import Backoff, client_id, cut, make_client
 from device_sim.netloop import Link, NetLoop, TimerHandle
 from device_sim.outbox import Outbox, Pending
-from device_sim.policy import decide_task, shuffle_seed, skip_state
+from device_sim.policy import decide_task, skip_state
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
-from device_sim.trainer import train_local
-from device_sim.update import make_up
+from device_sim.update import local_delta, make_up
 from flcore.encodings import encode
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
 from flcore.messages import Ack, Status, Task
-from flcore.privacy import clip_and_noise
 from flcore.topics import GatewayTopics, status_topic
 
 log = logging.getLogger(__name__)
@@ -213,7 +211,7 @@ class SimDevice:
         # Acks published while this clean session was away are gone, and a restarted broker may have lost what
         # it acknowledged: re-send what is kept, spread over the next second (after the SUBACK, so acks arrive).
         self.outbox.rearm(within=RESEND_AFTER_RECONNECT)
-        self._emit({"event": "connected", "dev": self.dev})
+        self._emit("connected")
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected.clear()
@@ -252,7 +250,7 @@ class SimDevice:
                 self._next = task
                 schedule, self._scheduled = not self._scheduled, True
         if task.done:
-            self._emit({"event": "done", "dev": self.dev})
+            self._emit("done")
         elif schedule:
             try:
                 self._pool.submit(self._drain)
@@ -273,16 +271,7 @@ class SimDevice:
             self.report.settle(ack.seq, ack.status)
         if ack.status == "rejected":
             log.warning("%s: update seq %d of round %s rejected: %s", self.dev, ack.seq, ack.round, ack.reason)
-        self._emit(
-            {
-                "event": "ack",
-                "dev": self.dev,
-                "round": ack.round,
-                "seq": ack.seq,
-                "status": ack.status,
-                "reason": ack.reason,
-            }
-        )
+        self._emit("ack", round=ack.round, seq=ack.seq, status=ack.status, reason=ack.reason)
 
     # -- work (executor threads) ------------------------------------------------------------------------------
 
@@ -311,29 +300,10 @@ class SimDevice:
         if reason is not None:
             status = self._status(skip_state(reason), round=task.round, sub=task.sub, skip=reason)
             self._client.publish(self.status_topic, status.encode(), qos=1, retain=True)
-            self._emit(
-                {
-                    "event": "skip",
-                    "dev": self.dev,
-                    "round": task.round,
-                    "sub": task.sub,
-                    "reason": reason,
-                    "battery": self.battery.level,
-                }
-            )
+            self._emit("skip", round=task.round, sub=task.sub, reason=reason, battery=self.battery.level)
             return
 
-        started = time.perf_counter()
-        seed = shuffle_seed(s.seed, self.dev, task.round, task.sub)
-        new_w, loss = train_local(task.spec, task.w, self.x, self.y, task.lr, task.epochs, task.batch, seed)
-        train_ms = int(round((time.perf_counter() - started) * 1000))
-        delta = new_w - task.w
-        if s.dp_clip > 0:
-            delta, norm = clip_and_noise(delta, s.dp_clip, s.dp_noise, self._dp_rng)
-            log.debug("%s: round %d delta norm %.4f, clip %.4f", self.dev, task.round, norm, s.dp_clip)
-            loss = 0.0  # the training loss is a function of the data that the noise does not cover
-        if self.attack is not None:
-            delta = self.attack.poison(delta)  # after any DP clipping: an attacker does not bound itself
+        delta, loss, train_ms = local_delta(self.dev, task, self.x, self.y, s, self._dp_rng, self.attack)
         with self._lock:
             if self._stopped or self.done.is_set() or self._last_key != (task.round, task.sub):
                 return  # superseded while training: the gateway has moved on
@@ -357,25 +327,22 @@ class SimDevice:
             )
             pending = Pending(up.seq, task.round, task.sub, up.encode(key=self.key))
             self.report.trainings += 1
-            self._record_round(task.round, trained=True)
+            self.report.record_round(task.round, self.battery.level, trained=True)
             delay = task.deadline + SLOW_MARGIN - time.time() if self.slow else 0.0
             if delay > 0:
                 self._delayed.add(self._net.call_later(delay, self._send, pending))
         if delay <= 0:
             self._send(pending)
         self._emit(
-            {
-                "event": "up",
-                "dev": self.dev,
-                "round": task.round,
-                "sub": task.sub,
-                "seq": up.seq,
-                "loss": loss,
-                "train_ms": train_ms,
-                "bytes": len(pending.payload),
-                "battery": self.battery.level,
-                "delay": round(max(delay, 0.0), 3),
-            }
+            "up",
+            round=task.round,
+            sub=task.sub,
+            seq=up.seq,
+            loss=loss,
+            train_ms=train_ms,
+            bytes=len(pending.payload),
+            battery=self.battery.level,
+            delay=round(max(delay, 0.0), 3),
         )
 
     def _send(self, pending: Pending) -> None:
@@ -384,7 +351,7 @@ class SimDevice:
             self._delayed = {t for t in self._delayed if not t.due()}
             if self._stopped:
                 return
-            self._count_send(pending.payload)
+            self.report.count_send(pending.payload)
             self.report.updates.append([pending.round, pending.sub, pending.seq, None])
         self.outbox.add(pending)
         self._client.publish(self.topics.up(self.dev), pending.payload, qos=1)
@@ -396,15 +363,15 @@ class SimDevice:
                 return
             self.report.resends += 1
             self.battery.spend_message()
-            self._count_send(pending.payload)
+            self.report.count_send(pending.payload)
         self._client.publish(self.topics.up(self.dev), pending.payload, qos=1)
-        self._emit({"event": "resend", "dev": self.dev, "round": pending.round, "seq": pending.seq})
+        self._emit("resend", round=pending.round, seq=pending.seq)
 
     def _gave_up(self, pending: Pending) -> None:
         with self._lock:
             self.report.unacked += 1
         log.warning("%s: no ack for seq %d after %d sends; giving up", self.dev, pending.seq, pending.sends)
-        self._emit({"event": "gave_up", "dev": self.dev, "round": pending.round, "seq": pending.seq})
+        self._emit("gave_up", round=pending.round, seq=pending.seq)
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
@@ -412,24 +379,19 @@ class SimDevice:
         level, ram, fw = round(self.battery.level, 4), self.ram_class, self.settings.fw
         return Status(self.dev, state, battery=level, rssi=self.rssi, ram_class=ram, fw=fw, gw=self.gw, **extra)
 
-    def _count_send(self, payload: bytes) -> None:
-        self.report.count_send(payload)
-
-    def _record_round(self, rnd: int, trained: bool) -> None:
-        self.report.record_round(rnd, self.battery.level, trained)
-
     def _bad(self, kind: str, exc: WireError) -> None:
         with self._lock:
             self.report.bad_messages += 1
         log.warning("%s: ignoring a bad %s message: %s", self.dev, kind, exc)
 
-    def _emit(self, event: Event) -> None:
+    def _emit(self, event: str, **fields: Any) -> None:
+        """Tell the progress callback: ``{"event": event, "dev": ..., **fields}``."""
         if self._on_event is None:
             return
         try:
-            self._on_event(event)
+            self._on_event({"event": event, "dev": self.dev, **fields})
         except Exception:
-            log.exception("progress callback failed on %s", event.get("event"))
+            log.exception("progress callback failed on %s", event)
 
 
 __all__ = ["SimDevice"]

@@ -1,9 +1,49 @@
-"""What a simulated device sends once it trained on a task: the ``up`` of its encoded delta, with its ``meta``."""
+"""What a simulated device sends for a task: the delta its local training makes (clipped and noised under DP,
+poisoned by an attacker), and the ``up`` of that delta encoded, with its ``meta``."""
 
 from __future__ import annotations
 
+import logging
+import time
+
+import numpy as np
+
+from device_sim.attack import Attack
+from device_sim.policy import shuffle_seed
+from device_sim.settings import FleetSettings
+from device_sim.trainer import train_local
 from flcore.encodings import Encoded
 from flcore.messages import Task, Up
+from flcore.privacy import clip_and_noise
+
+log = logging.getLogger(__name__)
+
+
+def local_delta(
+    dev: str,
+    task: Task,
+    x: np.ndarray,
+    y: np.ndarray,
+    settings: FleetSettings,
+    dp_rng: np.random.Generator,
+    attack: Attack | None,
+) -> tuple[np.ndarray, float, int]:
+    """``dev`` trains on its shard ``(x, y)`` from the task's weights: the delta it sends, its training loss and the
+    milliseconds the training took. With ``settings.dp_clip`` the delta is clipped and noised (from ``dp_rng``) and
+    the loss reported as 0; an ``attack`` poisons the delta after that."""
+    s = settings
+    started = time.perf_counter()
+    seed = shuffle_seed(s.seed, dev, task.round, task.sub)
+    new_w, loss = train_local(task.spec, task.w, x, y, task.lr, task.epochs, task.batch, seed)
+    train_ms = int(round((time.perf_counter() - started) * 1000))
+    delta = new_w - task.w
+    if s.dp_clip > 0:
+        delta, norm = clip_and_noise(delta, s.dp_clip, s.dp_noise, dp_rng)
+        log.debug("%s: round %d delta norm %.4f, clip %.4f", dev, task.round, norm, s.dp_clip)
+        loss = 0.0  # the training loss is a function of the data that the noise does not cover
+    if attack is not None:
+        delta = attack.poison(delta)  # after any DP clipping: an attacker does not bound itself
+    return delta, loss, train_ms
 
 
 def make_up(
@@ -25,4 +65,4 @@ def make_up(
     return Up.of(body, dev, task.round, task.base, n, loss, seq, task.sub, meta)
 
 
-__all__ = ["make_up"]
+__all__ = ["local_delta", "make_up"]

@@ -54,11 +54,12 @@ class WeightedSum:
     def add_quantized(self, q: np.ndarray, scales: np.ndarray, chunk: int, n: int, loss: float) -> None:
         """Fold in one int8 update as on the wire (``q`` × its chunk's scale) without a float32 delta in between;
         ``q`` and ``scales`` are read when its block closes, so they must not change afterwards (decoded ones are
-        read-only views of the payload)."""
-        if q.shape != (self.size,) or q.dtype != np.int8:
-            raise ValueError(f"q must be int8 of shape ({self.size},), got {q.dtype} {q.shape}")
-        if scales.shape != (chunk_count(self.size, chunk),):
-            raise ValueError(f"{self.size} values with chunk {chunk} need {chunk_count(self.size, chunk)} scales")
+        read-only views of the payload). Both must be contiguous, ``scales`` float32 as on the wire."""
+        if q.shape != (self.size,) or q.dtype != np.int8 or not q.flags.c_contiguous:
+            raise ValueError(f"q must be contiguous int8 of shape ({self.size},), got {q.dtype} {q.shape}")
+        count = chunk_count(self.size, chunk)
+        if scales.shape != (count,) or scales.dtype != np.float32 or not scales.flags.c_contiguous:
+            raise ValueError(f"{self.size} values with chunk {chunk} need {count} contiguous float32 scales")
         _check_counts(n, 1)
         if self._block and chunk != self._block_chunk:
             self._close_block()
@@ -90,8 +91,18 @@ class WeightedSum:
     def _block_sum(self) -> np.ndarray:
         """Σ n·q·scale over the open block in one pass: n·scale (17 + 24 bits) times q (7 bits) is exact in float64."""
         chunk, rows = self._block_chunk, len(self._block)
-        q = np.stack([b[0] for b in self._block]).astype(np.float64)
-        w = np.stack([b[1] for b in self._block]).astype(np.float64)
+        # One join of the rows' bytes (add_quantized checked they are contiguous int8 / float32) costs less than
+        # np.stack of many small arrays.
+        q = (
+            np.frombuffer(b"".join([b[0].data for b in self._block]), dtype=np.int8)
+            .astype(np.float64)
+            .reshape(rows, -1)
+        )
+        w = (
+            np.frombuffer(b"".join([b[1].data for b in self._block]), dtype=np.float32)
+            .astype(np.float64)
+            .reshape(rows, -1)
+        )
         w *= np.array([b[2] for b in self._block], dtype=np.float64)[:, None]
         full = self.size // chunk
         out = np.empty(self.size, dtype=np.float64)

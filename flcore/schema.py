@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from flcore.errors import WireError
 
@@ -20,18 +21,36 @@ def pack(fields: dict[str, Any]) -> bytes:
     return msgpack.packb(fields, use_bin_type=True)
 
 
+def f32_array(data: bytes) -> np.ndarray:
+    """A wire float32 bin as a writable native float32 array (a copy)."""
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def f32_bytes(values: np.ndarray) -> bytes:
+    """float32 values as they travel (little-endian)."""
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+def without_none(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The map of ``pairs`` in their order, without the unset (None) optional fields."""
+    return {k: v for k, v in pairs if v is not None}
+
+
 def unpack(data: bytes, kind: str, max_bytes: int | None = None) -> dict[str, Any]:
     """Decode ``data`` into a map of message type ``kind`` with wire version 1, or raise ``WireError``."""
     if max_bytes is not None and len(data) > max_bytes:
         raise WireError("too_large", f"{len(data)} bytes > {max_bytes}")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+        # raw=False and strict_map_key=True are msgpack ≥ 1.0's defaults (pyproject pins it): not passed, as every
+        # keyword argument costs a gateway time per message.
+        obj = msgpack.unpackb(data, **_UNPACK_LIMITS)
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
         raise WireError("decode", f"not msgpack: {type(exc).__name__}") from None
-    if not isinstance(obj, dict):
+    # Exact type tests: msgpack builds the builtins only (and a bool is not an int here).
+    if type(obj) is not dict:
         raise WireError("decode", f"expected a map, got {type(obj).__name__}")
     version = obj.get("v")
-    if not is_int(version) or version != WIRE_VERSION:
+    if type(version) is not int or version != WIRE_VERSION:
         raise Fields(obj).fail("version", f"v={version!r}, expected {WIRE_VERSION}")
     if obj.get("t") != kind:
         raise Fields(obj).fail("schema", f"t={obj.get('t')!r}, expected {kind!r}")

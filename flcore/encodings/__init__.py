@@ -11,6 +11,7 @@ validates and dequantizes every encoding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,10 +112,12 @@ def encode(
     return Encoded(enc, x.size, chunk, scales, q), None
 
 
-def _scales_in_range(scales: np.ndarray) -> bool:
+def scales_in_range(scales: np.ndarray) -> bool:
     """Every scale finite and in 0..MAX_SCALE: a NaN fails every comparison, ±inf one of them."""
     if scales.size <= _FEW_SCALES:
-        return all(0.0 <= s <= _MAX_SCALE_F32 for s in scales.tolist())
+        # A sum of finite float32 values stays finite in float64; a NaN or ±inf among them makes it NaN or ±inf.
+        values = scales.tolist()
+        return not values or (math.isfinite(sum(values)) and min(values) >= 0.0 and max(values) <= _MAX_SCALE_F32)
     # min/max instead of three np.all passes; many scales amortize the two reductions.
     return bool(scales.min() >= 0 and scales.max() <= MAX_SCALE)
 
@@ -136,7 +139,7 @@ def parse(enc: str, size: int, chunk: int, scales_raw: bytes, q_raw: bytes, idx_
         raise WireError("length", f"scales has {len(scales_raw)} bytes, expected {scales_expected}")
     # Read-only views of the payload (no copy on a little-endian host): a decoded update never changes.
     scales = np.frombuffer(scales_raw, dtype="<f4").astype(np.float32, copy=False)
-    if not _scales_in_range(scales):
+    if not scales_in_range(scales):
         raise WireError("scale", f"every scale must be finite and in 0..{MAX_SCALE:g}")
     q: np.ndarray
     if enc == F32:
@@ -166,5 +169,6 @@ __all__ = [
     "kept",
     "parse",
     "parse_encodings",
+    "scales_in_range",
     "sparsify",
 ]

@@ -156,4 +156,8 @@ def test_add_quantized_checks_shapes() -> None:
         acc.add_quantized(np.zeros(4, dtype=np.int8), np.ones(3, dtype=np.float32), 2, 1, 0.0)
     with pytest.raises(ValueError, match="positive"):
         acc.add_quantized(np.zeros(4, dtype=np.int8), np.ones(2, dtype=np.float32), 2, 0, 0.0)
+    with pytest.raises(ValueError, match="float32 scales"):
+        acc.add_quantized(np.zeros(4, dtype=np.int8), np.ones(2, dtype=np.float64), 2, 1, 0.0)
+    with pytest.raises(ValueError, match="contiguous int8"):
+        acc.add_quantized(np.zeros(8, dtype=np.int8)[::2], np.ones(2, dtype=np.float32), 2, 1, 0.0)
     assert (acc.n, acc.k) == (0, 0) and not acc.total.any()

@@ -1,0 +1,80 @@
+"""The ``agg`` message: one gateway's weighted sum of its devices' updates for a round, sent to the cloud."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flcore.messages.limits import MAX_INT32, MAX_LOSS, MAX_SAMPLES, MAX_SCALE, MAX_SEQ
+from flcore.schema import WIRE_VERSION, Fields, f32_array, f32_bytes, pack, unpack
+from flcore.topics import is_valid_id
+
+
+@dataclass(frozen=True, eq=False)
+class Agg:
+    """One gateway's aggregate for a global round: ``sum`` = Σ nᵢ·deltaᵢ over its ``k`` device updates.
+
+    Two iotfl extensions, ignored by receivers that do not know them: ``bytes_up`` (wire key ``bytes``), the MQTT
+    payload bytes of the ``up`` messages the gateway received for the round, and ``devices`` (wire key ``devs``),
+    the ids of the devices whose updates were accepted.
+    """
+
+    gw: str
+    round: int
+    base: int
+    n: int
+    k: int
+    sum: np.ndarray
+    loss: float
+    bytes_up: int = 0
+    devices: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        return pack(
+            {
+                "v": WIRE_VERSION,
+                "t": "agg",
+                "gw": self.gw,
+                "round": self.round,
+                "base": self.base,
+                "n": self.n,
+                "k": self.k,
+                "sum": f32_bytes(self.sum),
+                "loss": float(self.loss),
+                "bytes": self.bytes_up,
+                "devs": list(self.devices),
+            }
+        )
+
+    @classmethod
+    def decode(
+        cls, data: bytes, *, params: int | None = None, max_bytes: int = 64 << 20, max_samples: int = MAX_SAMPLES
+    ) -> Agg:
+        """Validate and decode; ``n`` may not exceed ``k · max_samples`` (no device counts for more than the cap)."""
+        f = Fields(unpack(data, "agg", max_bytes))
+        gw = f.text("gw")
+        if not is_valid_id(gw):
+            raise f.fail("schema", f"gateway id {gw!r}")
+        rnd, base = f.integer("round", lo=1, hi=MAX_INT32), f.integer("base", lo=0, hi=MAX_INT32)
+        n, k = f.integer("n", lo=1), f.integer("k", lo=1, hi=MAX_INT32)
+        if n > k * max_samples:
+            raise f.fail("n_range", f"n={n} is more than k={k} updates of at most {max_samples} samples")
+        raw = f.bin("sum")
+        loss = f.finite("loss", "loss")
+        if abs(loss) > MAX_LOSS:
+            raise f.fail("loss", f"loss beyond ±{MAX_LOSS:g}")
+        bytes_up = f.integer("bytes", optional=True, lo=0, hi=MAX_SEQ) or 0
+        devices = f.array("devs", optional=True) or []
+        if not all(is_valid_id(d) for d in devices):
+            raise f.fail("schema", "devs must list device ids")
+        if params is not None and len(raw) != 4 * params:
+            raise f.fail("length", f"sum has {len(raw)} bytes, the model needs {4 * params}")
+        if len(raw) % 4:
+            raise f.fail("length", "sum is not a whole number of float32")
+        total = f32_array(raw)
+        if not np.all(np.isfinite(total)):
+            raise f.fail("scale", "sum holds non-finite values")
+        if np.any(np.abs(total) > n * 127 * MAX_SCALE):
+            raise f.fail("scale", "sum is beyond what n samples of capped updates can add up to")
+        return cls(gw, rnd, base, n, k, total, loss, bytes_up, tuple(devices))
