@@ -56,6 +56,7 @@ from flcore.model import ModelSpec  # noqa: E402
 from flcore.quantize import quantize  # noqa: E402
 from flcore.topics import GatewayTopics  # noqa: E402
 from gateway.journal import Journal  # noqa: E402
+from gateway.mqtt_reader import Handled  # noqa: E402
 from gateway.node import GatewayNode  # noqa: E402
 from iotfl.broker import Broker, start_broker  # noqa: E402
 
@@ -242,17 +243,17 @@ def gateway_phase(broker: Broker, path: Path, count: int, state_dir: Path) -> Ph
     node = GatewayNode(GW, parse_broker_url(broker.url), fleet=FLEET, quorum=count, journal=journal)
     node.open_sub_round(bench_task(PHASE_TIMEOUT))
     first = threading.Event()
-    on_message = node.link.client.on_message
+    handler = node.ups.handler
 
-    def timed(client: object, userdata: object, msg: object) -> None:
-        first.set()  # the clock starts when the first message reaches the gateway's code
-        on_message(client, userdata, msg)  # type: ignore[misc]
+    def timed(batch: list[tuple[str, bytes]]) -> Handled:
+        first.set()  # the clock starts when the first batch of updates reaches the gateway's code
+        return handler(batch)
 
-    node.link.client.on_message = timed
+    node.ups.handler = timed
     try:
         if not node.start(START_TIMEOUT):
             raise RuntimeError("the gateway did not subscribe")
-        link = node.link
+        link = node.ups
         with publisher(broker.port, path) as pub:
             deadline = time.monotonic() + PHASE_TIMEOUT
             first.wait(PHASE_TIMEOUT)

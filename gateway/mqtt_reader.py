@@ -1,0 +1,293 @@
+"""The gateway's lean reader for its ``up`` subscription: its own MQTT connection, many updates per ``recv``.
+
+paho spends more CPU per received packet than the whole ingest of an update (a ``recv`` per header byte, an object
+per message, a ``Condition`` per published ack), so the hot path has a client of its own: one thread reads the socket
+in large chunks, splits every complete PUBLISH off them at once (``gateway.mqtt_packets``), hands them to the batch
+handler (at most ``max_batch`` at a time), and then writes the batch's PUBACKs and the handler's replies (the
+gateway's acks, QoS 1 PUBLISH packets built by hand) in one ``sendall``.
+
+Durability: a PUBACK goes out only after the handler returned, i.e. after the batch's journal commit; a message the
+handler flags False (the journal could not commit) gets none, so the broker redelivers it on the next connection.
+Everything happens on the connection the message came on: if that connection drops meanwhile, the write fails and
+the broker redelivers the unacknowledged messages to the next one (persistent session, ``clean_session`` false).
+Replies the broker has not PUBACKed yet are re-sent (DUP) after a reconnect.
+
+Keepalive: a PINGREQ after ``KEEPALIVE / 2`` seconds without writing; a broker silent for 1.5 × ``KEEPALIVE`` is
+taken as gone. Reconnects wait a full-jitter backoff like ``MqttLink``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flcore.endpoints import BrokerAddress
+from gateway import mqtt_packets as packets
+from gateway.forwarder import backoff_pause
+from gateway.tls import tls_context
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = 30
+RECONNECT_FIRST = 1.0
+RECONNECT_MAX_DELAY = 30.0
+DELAYS_KEPT = 32
+CONNECT_TIMEOUT = 10.0
+# How often a blocked read wakes to check keepalive and stop.
+TICK = 0.5
+READ_SIZE = 1 << 18
+MAX_BATCH = 500
+STOP_JOIN = 5.0
+SUBSCRIBE_ID = 1
+
+
+@dataclass(frozen=True)
+class Handled:
+    """A batch handler's answer: per message (in order) whether its PUBACK may go out, and the QoS 1 replies
+    (topic, payload) to publish right after those PUBACKs."""
+
+    flags: list[bool]
+    replies: list[tuple[str, bytes]]
+
+
+BatchHandler = Callable[[list[tuple[str, bytes]]], Handled]
+
+
+class BrokerRefused(ConnectionError):
+    """The broker answered CONNECT with a refusal (bad credentials, not authorized, ...)."""
+
+
+class UpReader:
+    """A persistent-session MQTT 3.1.1 client subscribed (QoS 1) to one topic filter, feeding ``handler`` in batches.
+
+    An exception in the handler is logged and its messages are PUBACKed (redelivering them would only fail again).
+    ``on_subscribed`` runs on the reader's thread after each SUBACK.
+    An mqtts:// broker's certificate must chain to ``ca`` (default: the system's CAs), over TLS 1.2 or newer.
+    """
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        topic_filter: str,
+        handler: BatchHandler,
+        *,
+        ca: Path | None = None,
+        rng: random.Random | None = None,
+        max_batch: int = MAX_BATCH,
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
+        self.address = address
+        self.on_subscribed = on_subscribed
+        self.client_id = client_id
+        self.topic_filter = topic_filter
+        self.handler = handler
+        self.max_batch = max_batch
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.pubacked = 0  # PUBACKs sent
+        self.withheld = 0  # PUBACKs withheld because the handler could not handle a message durably
+        self.errors = 0
+        self.failures = 0  # lost connections and failed attempts since the last CONNACK
+        self.delays: list[float] = []  # the last reconnect waits drawn (seconds)
+        self._rng = rng or random.Random()
+        self._context = tls_context(ca) if address.tls else None
+        self._stopping = threading.Event()
+        self._write = threading.Lock()  # stop() writes DISCONNECT from another thread
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        # Our replies' packet id → (topic, payload), until the broker PUBACKs them.
+        self._inflight: dict[int, tuple[bytes, bytes]] = {}
+        self._last_id = 0
+
+    def start(self, timeout: float) -> bool:
+        """Connect in the background (retrying by itself); True when subscribed within ``timeout`` seconds."""
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="mqtt-up-reader", daemon=True)
+            self._thread.start()
+        if not self.subscribed.wait(timeout):
+            log.warning("up reader: broker %s not reachable yet; retrying in the background", self.address)
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Disconnect; messages not yet handled get no PUBACK (the broker redelivers them to the next session)."""
+        self._stopping.set()
+        with self._write:
+            sock = self._sock
+            if sock is not None:
+                try:
+                    sock.sendall(packets.DISCONNECT)
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the reader's recv at once
+                except OSError:
+                    pass  # already gone: nothing to say goodbye on
+        if self._thread is not None:
+            self._thread.join(STOP_JOIN)
+            self._thread = None
+
+    # --------------------------------------------------------------------------------------------------- connection
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            rest = b""
+            try:
+                sock, rest = self._connect()
+            except BrokerRefused as exc:
+                log.error("broker %s refused the up reader's connection: %s", self.address, exc)
+            except (OSError, packets.PacketError) as exc:
+                log.debug("up reader: broker %s not reachable: %s", self.address, exc)
+            else:
+                try:
+                    self._serve(sock, rest)
+                except (OSError, packets.PacketError) as exc:
+                    if not self._stopping.is_set():
+                        log.warning("up reader: lost broker %s (%s)", self.address, exc)
+                finally:
+                    with self._write:
+                        self._sock = None
+                    sock.close()
+                    self.connected.clear()
+                    self.subscribed.clear()
+            if self._stopping.wait(self._next_delay()):
+                return
+
+    def _next_delay(self) -> float:
+        self.failures += 1
+        delay = backoff_pause(self.failures, RECONNECT_FIRST, RECONNECT_MAX_DELAY, self._rng)
+        self.delays = [*self.delays[-(DELAYS_KEPT - 1) :], delay]
+        return delay
+
+    def _connect(self) -> tuple[socket.socket, bytes]:
+        """A socket past its CONNACK, the un-PUBACKed replies re-sent and the subscription requested; and whatever
+        arrived after the CONNACK."""
+        address = self.address
+        sock = socket.create_connection((address.host, address.port), timeout=CONNECT_TIMEOUT)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a batch's acks leave at once
+            if self._context is not None:
+                sock = self._context.wrap_socket(sock, server_hostname=address.host)
+            hello = packets.connect(
+                self.client_id, KEEPALIVE, clean=False, username=address.username, password=address.password
+            )
+            sock.sendall(hello)
+            data = b""
+            while True:
+                chunk = sock.recv(READ_SIZE)
+                if not chunk:
+                    raise ConnectionError("the broker closed the connection before its CONNACK")
+                data += chunk
+                found, _ = packets.split(data)
+                if found:
+                    break
+            first, body = found[0]
+            if first >> 4 != packets.CONNACK or len(body) < 2:
+                raise packets.PacketError(f"expected a CONNACK, got packet type {first >> 4}")
+            if body[1]:
+                raise BrokerRefused(packets.CONNACK_REASONS.get(body[1], f"return code {body[1]}"))
+            resend = b"".join(packets.publish(t, p, pid, dup=True) for pid, (t, p) in self._inflight.items())
+            sock.sendall(resend + packets.subscribe(SUBSCRIBE_ID, [self.topic_filter]))
+            sock.settimeout(TICK)
+        except BaseException:
+            sock.close()
+            raise
+        with self._write:
+            self._sock = sock
+        self.failures = 0
+        self.connected.set()
+        log.info("up reader connected to broker %s", address)
+        return sock, data[2 + len(body) :]  # a CONNACK's remaining length is one byte
+
+    def _serve(self, sock: socket.socket, data: bytes) -> None:
+        """Read, handle and answer until the connection drops or ``stop()``."""
+        last_in = last_out = time.monotonic()
+        while not self._stopping.is_set():
+            if data:
+                found, used = packets.split(data)
+                if found:
+                    self._dispatch(sock, found)
+                    last_out = time.monotonic()
+                data = data[used:]
+            try:
+                chunk = sock.recv(READ_SIZE)
+            except (TimeoutError, ssl.SSLWantReadError):
+                chunk = None
+            now = time.monotonic()
+            if chunk is not None:
+                if not chunk:
+                    raise ConnectionError("the broker closed the connection")
+                data += chunk
+                last_in = now
+            elif now - last_in > 1.5 * KEEPALIVE:
+                raise TimeoutError(f"the broker was silent for {now - last_in:.0f} s")
+            if now - last_out >= KEEPALIVE / 2:
+                self._send(sock, packets.PINGREQ)
+                last_out = now
+
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        with self._write:
+            sock.sendall(data)
+
+    # -------------------------------------------------------------------------------------------------------- batches
+
+    def _dispatch(self, sock: socket.socket, found: list[tuple[int, memoryview]]) -> None:
+        ups: list[tuple[str, bytes, int]] = []
+        for first, body in found:
+            kind = first >> 4
+            if kind == packets.PUBLISH:
+                topic, pid, payload = packets.parse_publish(first, body)
+                ups.append((str(topic, "utf-8", "replace"), bytes(payload), pid))
+            elif kind == packets.PUBACK:
+                self._inflight.pop(packets.packet_id(body), None)
+            elif kind == packets.SUBACK:
+                self._on_suback(body)
+        for start in range(0, len(ups), self.max_batch):
+            self._handle(sock, ups[start : start + self.max_batch])
+
+    def _on_suback(self, body: memoryview) -> None:
+        if len(body) < 3 or body[2] & 0x80:
+            log.error("broker refused the subscription to %s (check the ACL for this gateway)", self.topic_filter)
+        self.subscribed.set()
+        if self.on_subscribed is not None:
+            try:
+                self.on_subscribed()
+            except Exception:
+                log.exception("the up reader's subscription handler failed")
+
+    def _handle(self, sock: socket.socket, batch: list[tuple[str, bytes, int]]) -> None:
+        try:
+            result = self.handler([(topic, payload) for topic, payload, _ in batch])
+        except Exception:
+            self.errors += 1
+            log.exception("handling %d update(s) on %r failed", len(batch), batch[0][0])
+            result = Handled([True] * len(batch), [])
+        ids = [pid for (_, _, pid), handled in zip(batch, result.flags, strict=True) if handled and pid]
+        withheld = sum(not handled for handled in result.flags)
+        # PUBACKs first: whoever sees a reply, the broker already has the PUBACK of the message it answers.
+        out = [packets.pubacks(ids), *(self._reply(topic, payload) for topic, payload in result.replies)]
+        self._send(sock, b"".join(out))
+        self.pubacked += len(ids)
+        self.withheld += withheld
+
+    def _reply(self, topic: str, payload: bytes) -> bytes:
+        pid = self._last_id
+        for _ in range(0xFFFF):
+            pid = pid % 0xFFFF + 1
+            if pid not in self._inflight:
+                break
+        else:
+            raise packets.PacketError("65,535 replies without a PUBACK from the broker")
+        self._last_id = pid
+        raw = topic.encode()
+        self._inflight[pid] = (raw, payload)
+        return packets.publish(raw, payload, pid)
+
+
+__all__ = ["BatchHandler", "BrokerRefused", "Handled", "MAX_BATCH", "UpReader"]
