@@ -75,7 +75,7 @@ class MqttLink:
         address: BrokerAddress,
         client_id: str,
         subscriptions: dict[str, MessageHandler],
-        on_connected: Callable[[], None] | None = None,
+        on_connected: Callable[[], object] | None = None,
         optional: frozenset[str] = frozenset(),
         rng: random.Random | None = None,
         ca: Path | None = None,

@@ -31,14 +31,11 @@ from pathlib import Path
 from flcore.endpoints import BrokerAddress
 from gateway import mqtt_packets as packets
 from gateway.forwarder import backoff_pause
+from gateway.mqtt import DELAYS_KEPT, KEEPALIVE, RECONNECT_FIRST, RECONNECT_MAX_DELAY
 from gateway.tls import tls_context
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE = 30
-RECONNECT_FIRST = 1.0
-RECONNECT_MAX_DELAY = 30.0
-DELAYS_KEPT = 32
 CONNECT_TIMEOUT = 10.0
 # How often a blocked read wakes to check keepalive and stop.
 TICK = 0.5
@@ -82,7 +79,7 @@ class UpReader:
         ca: Path | None = None,
         rng: random.Random | None = None,
         max_batch: int = MAX_BATCH,
-        on_subscribed: Callable[[], None] | None = None,
+        on_subscribed: Callable[[], object] | None = None,
     ) -> None:
         self.address = address
         self.on_subscribed = on_subscribed
