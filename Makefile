@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint mosquitto clean
+.PHONY: demo test lint mosquitto chromium compose clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,19 @@ mosquitto:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
 	  else echo "mosquitto is missing: sudo apt-get install -y mosquitto mosquitto-clients" >&2; exit 1; fi; }
 
-test: $(VENV)/.installed-test mosquitto
+# The dashboard's browser test drives Debian's chromium through playwright (it skips, saying so, without it).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing (the dashboard browser test will skip): sudo apt-get install -y chromium" >&2; fi; }
+
+# deploy/docker-compose.yml is validated with `docker compose config` (or docker-compose v1); no engine is needed.
+compose:
+	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; \
+	  else echo "docker compose is missing (the compose test will skip): sudo apt-get install -y docker-compose" >&2; fi; }
+
+test: $(VENV)/.installed-test mosquitto chromium compose
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from cloud import api
 from cloud.auth import Tokens
 from cloud.errors import CloudError
+from cloud.fleet import Fleet
 from cloud.metrics import Metrics
 from cloud.rounds import Rounds
 from cloud.settings import CloudSettings
@@ -39,9 +40,11 @@ def create_app(settings: CloudSettings, dataset: Dataset) -> FastAPI:
     storage = Storage(settings.db)
     try:
         rounds = Rounds(settings, dataset, storage, metrics, tokens.hashes)
+        fleet = Fleet(storage)
     except BaseException:
         storage.close()
         raise
+    metrics.watch(rounds.gauges)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +68,7 @@ def create_app(settings: CloudSettings, dataset: Dataset) -> FastAPI:
     app.state.rounds = rounds
     app.state.tokens = tokens
     app.state.metrics = metrics
+    app.state.fleet = fleet
     app.include_router(api.router())
     return app
 

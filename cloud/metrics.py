@@ -1,13 +1,28 @@
-"""Counters of this process and the Prometheus text exposition (format 0.0.4), written by hand."""
+"""The cloud's Prometheus metrics (prometheus-client), in a registry of the app's own so that several clouds in one
+process (tests, ``iotfl demo``) never share or clash over counters.
+
+Counted as they happen: aggregate POSTs by result and rejection reason, their body bytes and handling time. Read
+from the database at scrape time: rounds closed, the current round, the model version and its accuracy, the
+gateways and devices seen. ``docs/operations.md`` lists every metric with its labels.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-ACCEPTED, DUPLICATE = "accepted", "duplicate"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+# Results of an aggregate POST with a label of their own; every other outcome is a rejection, counted by reason.
+RESULTS = ("accepted", "carried", "duplicate", "late")
+REJECTED = "rejected"
+# Seconds: an accepted aggregate commits (SQLite fsync) and may close a round (FedAvg plus a held-out evaluation).
+POST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -19,60 +34,85 @@ class Gauges:
     model_version: int
     last_accuracy: float | None
     done: bool
+    gateways_seen: int
+    devices_seen: int
 
 
 class Metrics:
-    """Aggregate outcomes counted since this process started."""
+    """The cloud's registry: counters it is told about, and the gauges of a ``watch``-ed reader."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._outcomes: Counter[str] = Counter()
+        self.registry = CollectorRegistry()
+        self._aggregates = Counter(
+            "iotfl_aggregates",
+            "Gateway aggregates POSTed to this process, by result (accepted, carried, duplicate, late, rejected).",
+            ["result"],
+            registry=self.registry,
+        )
+        self._rejected = Counter(
+            "iotfl_aggregates_rejected",
+            "Gateway aggregates rejected by this process, by reason (the problem's reason code).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._bytes = Counter(
+            "iotfl_aggregate_bytes", "Bytes of aggregate POST bodies read by this process.", registry=self.registry
+        )
+        self._post_seconds = Histogram(
+            "iotfl_aggregate_post_seconds",
+            "Time to answer an aggregate POST, from its first dependency to the answer.",
+            buckets=POST_BUCKETS,
+            registry=self.registry,
+        )
+        for result in (*RESULTS, REJECTED):
+            self._aggregates.labels(result=result)  # exported at 0 before the first one
 
     def aggregate(self, outcome: str) -> None:
-        """Count one POSTed aggregate: ``accepted``, ``duplicate`` or a rejection reason."""
-        with self._lock:
-            self._outcomes[outcome] += 1
+        """Count one POSTed aggregate: one of ``RESULTS`` or a rejection reason."""
+        if outcome in RESULTS:
+            self._aggregates.labels(result=outcome).inc()
+        else:
+            self._aggregates.labels(result=REJECTED).inc()
+            self._rejected.labels(reason=outcome).inc()
 
-    def outcomes(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._outcomes)
+    def bytes_in(self, size: int) -> None:
+        self._bytes.inc(size)
 
-    def render(self, gauges: Gauges) -> str:
-        outcomes = self.outcomes()
-        rejected = {k: v for k, v in outcomes.items() if k not in (ACCEPTED, DUPLICATE)}
-        lines: list[str] = []
+    @contextmanager
+    def timed_post(self) -> Iterator[None]:
+        """Observe the time the ``with`` body takes in the POST latency histogram (also when it raises)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._post_seconds.observe(time.perf_counter() - start)
 
-        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+    def watch(self, read: Callable[[], Gauges]) -> None:
+        """Export what ``read`` returns at every scrape (it runs on the scraping thread)."""
+        self.registry.register(_GaugeCollector(read))
 
-        metric("iotfl_rounds_closed_total", "counter", "Global rounds closed.", [("", gauges.rounds_closed)])
-        metric(
-            "iotfl_aggregates_total",
-            "counter",
-            "Gateway aggregates received by this process, by result.",
-            [
-                ('{result="accepted"}', outcomes.get(ACCEPTED, 0)),
-                ('{result="duplicate"}', outcomes.get(DUPLICATE, 0)),
-                ('{result="rejected"}', sum(rejected.values())),
-            ],
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition the ``Accept`` header asks for (OpenMetrics or the text format) and its content type."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+
+class _GaugeCollector(Collector):
+    def __init__(self, read: Callable[[], Gauges]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        g = self._read()
+        yield CounterMetricFamily("iotfl_rounds_closed", "Global rounds closed.", value=g.rounds_closed)
+        yield GaugeMetricFamily("iotfl_current_round", "The current global round.", value=g.current_round)
+        yield GaugeMetricFamily("iotfl_model_version", "The latest global model version.", value=g.model_version)
+        accuracy = float("nan") if g.last_accuracy is None else g.last_accuracy
+        yield GaugeMetricFamily("iotfl_last_accuracy", "Held-out accuracy of the latest model (0..1).", value=accuracy)
+        yield GaugeMetricFamily("iotfl_done", "1 once the last round closed.", value=int(g.done))
+        yield GaugeMetricFamily("iotfl_gateways_seen", "Gateways that checked in at least once.", value=g.gateways_seen)
+        yield GaugeMetricFamily(
+            "iotfl_devices_seen", "Distinct devices named in accepted aggregates.", value=g.devices_seen
         )
-        metric(
-            "iotfl_aggregates_rejected_total",
-            "counter",
-            "Gateway aggregates rejected by this process, by reason.",
-            [(f'{{reason="{reason}"}}', count) for reason, count in sorted(rejected.items())],
-        )
-        metric("iotfl_current_round", "gauge", "The current global round.", [("", gauges.current_round)])
-        metric("iotfl_model_version", "gauge", "The latest global model version.", [("", gauges.model_version)])
-        accuracy = float("nan") if gauges.last_accuracy is None else gauges.last_accuracy
-        metric("iotfl_last_accuracy", "gauge", "Held-out accuracy of the latest model (0..1).", [("", accuracy)])
-        metric("iotfl_done", "gauge", "1 once the last round closed.", [("", int(gauges.done))])
-        return "\n".join(lines) + "\n"
 
 
-def _number(value: float) -> str:
-    if value != value:
-        return "NaN"
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+__all__ = ["Gauges", "Metrics"]

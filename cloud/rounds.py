@@ -1,5 +1,9 @@
 """The global round state machine over the database: open, accept aggregates, close at the deadline or when every
-live gateway reported, FedAvg, evaluate, version. Everything lives in the database, so a restart resumes."""
+live gateway reported, FedAvg, evaluate, version. Everything lives in the database, so a restart resumes.
+
+Mutations are group-committed (cloud.commits): the check-ins and aggregates that queue while a transaction runs
+commit together in the next one. Every writing transaction serializes with the others in any process on the same
+database (cloud.storage), so several workers close a round exactly once."""
 
 from __future__ import annotations
 
@@ -7,19 +11,19 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError
 
 from cloud import storage as db
+from cloud.commits import GroupCommit
 from cloud.errors import CloudError
-from cloud.metrics import Gauges, Metrics
+from cloud.metrics import Metrics
 from cloud.policy import Step, Verdict, classify, global_update, live_since, next_step
+from cloud.round_views import RoundViews, f32, from_f32
 from cloud.settings import CloudSettings
 from cloud.storage import CLOSED, OPEN, AggregateRow, ModelRow, RoundRow, Storage
-from cloud.views import CarriedShare, CurrentRound, GatewayInfo, GatewayShare, HistoryEntry, RoundInfo, Status
 from flcore.datasets import Dataset
 from flcore.fedbuff import staleness_weight
 from flcore.messages import Agg
@@ -42,15 +46,20 @@ class Submission:
     weight: float = 1.0
 
 
-@dataclass(frozen=True, eq=False)
-class ModelVersion:
-    version: int
-    layers: tuple[int, ...]
-    weights: np.ndarray
+@dataclass(frozen=True)
+class _Checkin:
+    gw: str
+    at: float
 
 
-class Rounds:
-    """The cloud's round service; mutations hold one lock so a round closes exactly once."""
+@dataclass(frozen=True)
+class _Post:
+    agg: Agg
+    at: float
+
+
+class Rounds(RoundViews):
+    """The cloud's round service; a round closes exactly once, whichever request or worker completes it."""
 
     def __init__(
         self,
@@ -61,16 +70,12 @@ class Rounds:
         token_hashes: dict[str, str],
         clock: Callable[[], float] = time.time,
     ):
-        self.settings = settings
-        self.spec = ModelSpec(tuple(dataset.layers))
-        self.params = self.spec.param_count
+        super().__init__(settings, ModelSpec(tuple(dataset.layers)), storage, clock)
         self._x_test, self._y_test = dataset.x_test, dataset.y_test
-        self.storage = storage
         self.metrics = metrics
-        self.clock = clock
         self._lock = threading.RLock()
+        self._commits: GroupCommit[_Checkin | _Post, Submission | None] = GroupCommit(self._lock, self._apply)
         self._written: dict[str, float] = {}
-        self._model_cache: ModelVersion | None = None
         self._initialize(dataset, token_hashes)
 
     # --- set-up -------------------------------------------------------------------------------------------------
@@ -100,7 +105,7 @@ class Rounds:
             if db.latest_model(s) is None:
                 w0 = self.spec.init(s_.seed)
                 accuracy, loss = self.evaluate(w0)
-                s.add(ModelRow(version=0, weights=_f32(w0), accuracy=accuracy, loss=loss, created_at=now))
+                s.add(ModelRow(version=0, weights=f32(w0), accuracy=accuracy, loss=loss, created_at=now))
                 log.info(
                     "model version 0: accuracy %.3f, loss %.3f on %d held-out samples",
                     accuracy,
@@ -114,61 +119,89 @@ class Rounds:
                 self._open(s, row.round + 1, now)
                 log.info("resuming: round %d opens (rounds raised to %d)", row.round + 1, s_.rounds)
             else:
-                log.info("resuming at round %d (%s), %d rounds closed", row.round, row.state, db.last_closed_round(s))
+                log.info("resuming at round %d (%s), %d rounds closed", row.round, row.state, db.closed_through(row))
 
     def _open(self, s: db.Session, r: int, now: float) -> None:
         s.add(RoundRow(round=r, base=r - 1, state=OPEN, opened_at=now, deadline=now + self.settings.round_timeout))
 
     # --- mutations ----------------------------------------------------------------------------------------------
 
+    def checkin_due(self, gw: str) -> bool:
+        """Whether a check-in of ``gw`` now would write (at most every CHECKIN_WRITE_SECONDS); no I/O."""
+        interval = min(CHECKIN_WRITE_SECONDS, self.settings.round_timeout / 4)
+        return self.clock() - self._written.get(gw, -math.inf) >= interval
+
     def checkin(self, gw: str) -> None:
         """A request carried ``gw``'s valid token: it is live now (written at most every CHECKIN_WRITE_SECONDS)."""
-        now = self.clock()
-        if now - self._written.get(gw, -math.inf) < min(CHECKIN_WRITE_SECONDS, self.settings.round_timeout / 4):
+        if not self.checkin_due(gw):
             return
-        with self._lock:
-            # One transaction (one commit, one fsync on SQLite) for the check-in and what it may start or close.
-            with self.storage.transaction(write=True) as s:
-                db.touch_gateway(s, gw, now)
-                self._advance_in(s, now)
-            self._written[gw] = now
+        now = self.clock()
+        self._commits.commit(_Checkin(gw, now))
+        self._written[gw] = now
 
     def submit(self, agg: Agg) -> Submission:
-        """Accept, or say why not, one decoded aggregate from its (authorized) gateway; may close the round."""
-        now = self.clock()
-        with self._lock:
-            try:
-                with self.storage.transaction(write=True) as s:
-                    verdict = self._classify(s, agg)
-                    result = Submission(verdict)
-                    if verdict in (Verdict.ACCEPTED, Verdict.CARRIED):
-                        result = self._store(s, agg, verdict, now)
-                        # The close it may complete commits with it: one transaction per accepted aggregate.
-                        self._advance_in(s, now)
-            except IntegrityError:
-                # Another worker stored (gw, round) first: the unique constraint makes this a duplicate.
-                result = Submission(Verdict.DUPLICATE)
-            self.metrics.aggregate(result.verdict.value)
-            log.info(
-                "aggregate %s round %d (k=%d n=%d): %s%s",
-                agg.gw,
-                agg.round,
-                agg.k,
-                agg.n,
-                result.verdict.value,
-                f" into round {result.counted_in} (staleness {result.staleness}, weight {result.weight:.3f})"
-                if result.verdict is Verdict.CARRIED
-                else "",
-            )
+        """Accept, or say why not, one decoded aggregate from its (authorized) gateway; may close the round.
+        Returns once the aggregate (and the close it completed) is committed."""
+        result = self._commits.commit(_Post(agg, self.clock()))
+        assert result is not None
+        self.metrics.aggregate(result.verdict.value)
+        log.info(
+            "aggregate %s round %d (k=%d n=%d): %s%s",
+            agg.gw,
+            agg.round,
+            agg.k,
+            agg.n,
+            result.verdict.value,
+            f" into round {result.counted_in} (staleness {result.staleness}, weight {result.weight:.3f})"
+            if result.verdict is Verdict.CARRIED
+            else "",
+        )
         return result
 
-    def _store(self, s: db.Session, agg: Agg, verdict: Verdict, now: float) -> Submission:
+    def _apply(self, batch: Sequence[_Checkin | _Post]) -> list[Submission | None]:
+        """One transaction for a batch of check-ins and posts, and the advance (extend, close) they may cause."""
+        posts = [op.agg for op in batch if isinstance(op, _Post)]
+        with self.storage.transaction(write=True) as s:
+            db.touch_gateways(s, {op.gw: op.at for op in batch if isinstance(op, _Checkin)})
+            newest = db.current_round(s)
+            verdicts = iter(self._accept(s, posts, newest, self.clock()) if posts else [])
+            self._advance_in(s, newest, self.clock())
+        return [next(verdicts) if isinstance(op, _Post) else None for op in batch]
+
+    def _accept(self, s: db.Session, aggs: list[Agg], newest: RoundRow | None, now: float) -> list[Submission]:
+        """Classify and store ``aggs`` in order: a repeat of a stored pair, or of one earlier in the batch, is a
+        duplicate (first one wins). A few queries for the whole batch, whatever its size."""
+        stored = db.stored_pairs(s, {(a.gw, a.round) for a in aggs})
+        rounds = db.get_rounds(s, {a.round for a in aggs})
+        last_closed = db.closed_through(newest)
+        results: list[Submission] = []
+        reports: list[tuple[str, int, list[str]]] = []
+        for agg in aggs:
+            row = None if (agg.gw, agg.round) in stored else rounds.get(agg.round)
+            verdict = classify(
+                duplicate=(agg.gw, agg.round) in stored,
+                done=last_closed >= self.settings.rounds,
+                round_state=row.state if row else None,
+                round_base=row.base if row else None,
+                agg_base=agg.base,
+                last_closed=last_closed,
+                agg_round=agg.round,
+            )
+            if verdict not in (Verdict.ACCEPTED, Verdict.CARRIED):
+                results.append(Submission(verdict))
+                continue
+            stored.add((agg.gw, agg.round))
+            results.append(self._store(s, agg, verdict, newest, now))
+            reports.append((agg.gw, agg.round, list(agg.devices)))
+        db.record_devices(s, reports)
+        return results
+
+    def _store(self, s: db.Session, agg: Agg, verdict: Verdict, newest: RoundRow | None, now: float) -> Submission:
         """Store an accepted aggregate in its round, or a carried one in the open round with its staleness weight."""
         counted_in, staleness = agg.round, 0
         if verdict is Verdict.CARRIED:
-            open_row = db.current_round(s)
-            assert open_row is not None and open_row.state == OPEN  # classify carries only while rounds remain
-            counted_in, staleness = open_row.round, open_row.base - agg.base
+            assert newest is not None and newest.state == OPEN  # classify carries only while rounds remain
+            counted_in, staleness = newest.round, newest.base - agg.base
         weight = staleness_weight(staleness)
         s.add(
             AggregateRow(
@@ -180,44 +213,24 @@ class Rounds:
                 loss=float(agg.loss),
                 bytes_up=agg.bytes_up,
                 devices=list(agg.devices),
-                total=_f32(agg.sum),
+                total=f32(agg.sum),
                 received_at=now,
                 counted_in=counted_in,
                 weight=weight,
             )
         )
-        db.record_devices(s, agg.gw, agg.round, list(agg.devices))
-        s.flush()
         return Submission(verdict, counted_in, staleness, weight)
-
-    def _classify(self, s: db.Session, agg: Agg) -> Verdict:
-        duplicate = db.has_aggregate(s, agg.gw, agg.round)
-        row = None if duplicate else db.get_round(s, agg.round, lock=True)
-        last_closed = db.last_closed_round(s)
-        return classify(
-            duplicate=duplicate,
-            done=last_closed >= self.settings.rounds,
-            round_state=row.state if row else None,
-            round_base=row.base if row else None,
-            agg_base=agg.base,
-            last_closed=last_closed,
-            agg_round=agg.round,
-        )
 
     def tick(self) -> None:
         """The deadline check the background task runs every ~0.2 s."""
-        with self._lock:
-            self._advance(self.clock())
+        with self._lock, self.storage.transaction(write=True) as s:
+            self._advance_in(s, db.current_round(s), self.clock())
 
-    def _advance(self, now: float) -> None:
-        with self.storage.transaction(write=True) as s:
-            self._advance_in(s, now)
-
-    def _advance_in(self, s: db.Session, now: float) -> None:
-        """Start round 1's clock, extend or close the open round as its rules say, within the caller's transaction."""
+    def _advance_in(self, s: db.Session, row: RoundRow | None, now: float) -> None:
+        """Start round 1's clock, extend or close the open round ``row`` (the newest) as its rules say, within the
+        caller's transaction; none past the last round (a restart may have lowered it)."""
         timeout = self.settings.round_timeout
-        row = db.current_round(s)
-        if row is None or row.state != OPEN or db.last_closed_round(s) >= self.settings.rounds:
+        if row is None or row.state != OPEN or db.closed_through(row) >= self.settings.rounds:
             return
         live = db.live_gateways(s, live_since(now, timeout))
         if row.deadline is None and len(live) >= self.settings.min_gateways:
@@ -228,37 +241,36 @@ class Rounds:
                 len(live),
                 timeout,
             )
+        reported, carried = db.round_reports(s, row.round)
         step = next_step(
             now=now,
             deadline=row.deadline,
-            reported=db.reporters(s, row.round),
+            reported=reported,
             live=live,
             min_gateways=self.settings.min_gateways,
-            carried=db.carried_count(s, row.round),
+            carried=carried,
         )
         if step is Step.EXTEND:
             row.deadline = now + timeout
             log.info("round %d: deadline passed with no aggregate; extended by %.1f s", row.round, timeout)
         elif step is Step.CLOSE:
-            self._close(s, row.round, now)
+            self._close(s, row, now)
 
-    def _close(self, s: db.Session, r: int, now: float) -> None:
-        row = db.get_round(s, r, lock=True)
-        if row is None or row.state != OPEN:
-            return
+    def _close(self, s: db.Session, row: RoundRow, now: float) -> None:
+        r = row.round
         aggs = db.round_aggregates(s, r)
         base = db.get_model(s, row.base)
         if base is None:
             raise CloudError(f"model version {row.base} is missing from the database")
         update = global_update(
-            _from_f32(base.weights),
-            ((a.weight * _from_f32(a.total), a.n, a.k, a.loss) for a in aggs),
+            from_f32(base.weights),
+            ((a.weight * from_f32(a.total), a.n, a.k, a.loss) for a in aggs),
             self.settings.server_lr,
             self.settings.aggregation,
             self.settings.rule_params,
         )
         accuracy, loss = self.evaluate(update.weights)
-        s.add(ModelRow(version=r, weights=_f32(update.weights), accuracy=accuracy, loss=loss, created_at=now))
+        s.add(ModelRow(version=r, weights=f32(update.weights), accuracy=accuracy, loss=loss, created_at=now))
         row.state, row.closed_at = CLOSED, now
         row.k, row.n, row.train_loss = update.k, update.n, update.train_loss
         row.accuracy, row.loss = accuracy, loss
@@ -281,135 +293,3 @@ class Rounds:
         """Release the database once no mutation is running."""
         with self._lock:
             self.storage.close()
-
-    # --- views --------------------------------------------------------------------------------------------------
-
-    def current(self) -> CurrentRound:
-        s_ = self.settings
-        with self.storage.transaction() as s:
-            row = db.current_round(s)
-            last = db.last_closed_round(s)
-        assert row is not None  # _initialize always opens round 1
-        done = last >= s_.rounds
-        if done:
-            # The final model's version is `last`; no round trains from it.
-            rnd, base, deadline = last, last, (row.closed_at or self.clock())
-        else:
-            rnd, base = row.round, row.base
-            deadline = row.deadline if row.deadline is not None else self.clock() + s_.round_timeout
-        return CurrentRound(
-            round=rnd,
-            base=base,
-            state="done" if done else "open",
-            deadline=deadline,
-            layers=list(self.spec.layers),
-            lr=s_.lr,
-            epochs=s_.epochs,
-            batch=s_.batch,
-            chunk=s_.chunk,
-            min_battery=s_.min_battery,
-            gateway_rounds=s_.gateway_rounds,
-            mode=s_.mode,
-        )
-
-    def round_info(self, r: int) -> RoundInfo | None:
-        with self.storage.transaction() as s:
-            row = db.get_round(s, r)
-            aggs = db.round_aggregates(s, r) if row is not None else []
-        if row is None:
-            return None
-        shares = {a.gw: GatewayShare(k=a.k, n=a.n, loss=a.loss) for a in aggs if a.round == r}
-        carried = [
-            CarriedShare(gw=a.gw, round=a.round, k=a.k, n=a.n, loss=a.loss, staleness=r - a.round, weight=a.weight)
-            for a in aggs
-            if a.round != r
-        ]
-        closed = row.state == CLOSED
-        return RoundInfo(
-            round=row.round,
-            state="closed" if closed else "open",
-            base=row.base,
-            k=row.k if closed else sum(a.k for a in aggs),
-            n=row.n if closed else sum(a.n for a in aggs),
-            accuracy=row.accuracy,
-            loss=row.loss,
-            gateways=shares,
-            carried=carried,
-            train_loss=row.train_loss,
-            bytes_up=row.bytes_up if closed else sum(a.bytes_up for a in aggs),
-            deadline=row.deadline,
-            closed_at=row.closed_at,
-        )
-
-    def status(self) -> Status:
-        with self.storage.transaction() as s:
-            history = db.closed_rounds(s)
-            current = db.current_round(s)
-            initial = db.get_model(s, 0)
-            gateways = db.gateways(s)
-            reported = db.rounds_reported(s)
-            devices = db.devices_seen(s)
-            version = db.latest_version(s)
-        assert current is not None and initial is not None
-        last = history[-1].round if history else 0
-        done = last >= self.settings.rounds
-        return Status(
-            fleet=self.settings.fleet,
-            round=last if done else current.round,
-            model_version=version,
-            state="done" if done else "running",
-            gateways=[
-                GatewayInfo(id=g.id, last_seen=g.last_seen, rounds_reported=reported.get(g.id, 0)) for g in gateways
-            ],
-            devices_seen=devices,
-            history=[
-                HistoryEntry(
-                    round=h.round,
-                    accuracy=h.accuracy,
-                    loss=h.loss,
-                    k=h.k,
-                    n=h.n,
-                    bytes_up=h.bytes_up,
-                    closed_at=h.closed_at,
-                    train_loss=h.train_loss,
-                )
-                for h in history
-            ],
-            total_rounds=self.settings.rounds,
-            initial_accuracy=initial.accuracy,
-            deadline=None if done else current.deadline,
-        )
-
-    def latest_model(self) -> ModelVersion:
-        """The newest global model (cached until a round closes)."""
-        with self.storage.transaction() as s:
-            version = db.latest_version(s)
-            cached = self._model_cache
-            if cached is None or cached.version != version:
-                row = db.get_model(s, version)
-                assert row is not None
-                cached = ModelVersion(row.version, self.spec.layers, _from_f32(row.weights))
-                self._model_cache = cached
-        return cached
-
-    def gauges(self) -> Gauges:
-        with self.storage.transaction() as s:
-            last = db.last_closed_round(s)
-            current = db.current_round(s)
-            version = db.latest_version(s)
-            accuracy = db.model_accuracy(s, version)
-        return Gauges(
-            rounds_closed=last,
-            current_round=current.round if current else 0,
-            model_version=version,
-            last_accuracy=accuracy,
-            done=last >= self.settings.rounds,
-        )
-
-
-def _f32(values: np.ndarray) -> bytes:
-    return np.asarray(values, dtype="<f4").tobytes()
-
-
-def _from_f32(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<f4").astype(np.float32)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -13,6 +15,7 @@ from collections.abc import Generator, Iterator
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from cloud.app import create_app
 from cloud.errors import CloudError
@@ -90,15 +93,20 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _server(app: FastAPI, sock: socket.socket, tls: dict[str, str]) -> _Server:
-    config = uvicorn.Config(
-        app,
+def _config(app: object, tls: dict[str, str], **options: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
         lifespan="on",
         log_config=None,  # the caller's logging setup applies
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **tls,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
+
+
+def _server(app: FastAPI, sock: socket.socket, tls: dict[str, str]) -> _Server:
+    config = _config(app, tls)
     if tls:
         config.load()  # builds uvicorn's SSL context, which takes no minimum version option
         assert config.ssl is not None
@@ -107,8 +115,12 @@ def _server(app: FastAPI, sock: socket.socket, tls: dict[str, str]) -> _Server:
 
 
 def serve(settings: CloudSettings, dataset: Dataset) -> None:
-    """Serve the aggregator on ``settings.host:settings.port`` until SIGINT or SIGTERM, then shut down cleanly."""
+    """Serve the aggregator on ``settings.host:settings.port`` until SIGINT or SIGTERM, then shut down cleanly
+    (``settings.workers`` processes on one PostgreSQL database when more than one)."""
     tls = _tls_options(settings)
+    if settings.workers > 1:
+        _serve_workers(settings, dataset, tls)
+        return
     app = create_app(settings, dataset)
     sock = bind(settings.host, settings.port)
     server = _server(app, sock, tls)
@@ -119,6 +131,31 @@ def serve(settings: CloudSettings, dataset: Dataset) -> None:
     if not server.started:
         raise CloudError("the cloud failed to start (see the log above)")
     log.info("iotfl cloud stopped")
+
+
+def _serve_workers(settings: CloudSettings, dataset: Dataset, tls: dict[str, str]) -> None:
+    """uvicorn's supervisor over ``settings.workers`` processes sharing one listening socket; each builds its own
+    app on the shared database, whose locks keep the round logic exclusive (cloud.storage)."""
+    # Migrate and initialize once here, so the workers start on a ready database (and a bad one fails right away).
+    create_app(settings, dataset).state.rounds.close()
+    sock = bind(settings.host, settings.port)
+    level = logging.getLogger().getEffectiveLevel()
+    # The settings travel as plain values: the CLI's settings class (with its TOML source) is local, not picklable.
+    app = functools.partial(_worker_app, settings.model_dump(), dataset, level)
+    config = _config(app, tls, factory=True, workers=settings.workers)
+    log.info("iotfl cloud serving on %s with %d workers", url_of(sock, bool(tls)), settings.workers)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+    log.info("iotfl cloud stopped")
+
+
+def _worker_app(values: dict[str, object], dataset: Dataset, level: int) -> FastAPI:
+    """One worker's app (runs in the worker process, which starts without the parent's logging set-up)."""
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return create_app(CloudSettings(**values), dataset)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

@@ -95,6 +95,9 @@ class CloudSettings(BaseSettings, RobustSettings):
     max_samples: int = Field(
         100_000, ge=1, description="samples one device update may claim (as at the gateways): agg n ≤ k × this"
     )
+    workers: int = Field(
+        1, ge=1, le=64, description="uvicorn worker processes (more than one needs PostgreSQL: they share its locks)"
+    )
     mode: Literal["sync", "async"] = Field(
         "sync", description="sync: updates of a closed round are late; async: gateways take them, staleness-weighted"
     )
@@ -120,6 +123,11 @@ class CloudSettings(BaseSettings, RobustSettings):
             raise ValueError(f"gateway {sorted(both)[0]!r} has both a token and a token hash; give one")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key (--tls-cert and --tls-key)")
+        if self.workers > 1 and not self.db.startswith("postgres"):
+            raise ValueError(
+                f"{self.workers} workers need PostgreSQL (--db postgresql://USER@HOST/DB): SQLite keeps a single "
+                "worker, as one file takes one writer at a time"
+            )
         return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

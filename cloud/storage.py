@@ -25,20 +25,23 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from cloud import migrate
 from cloud.errors import CloudError
 
 log = logging.getLogger(__name__)
 
 OPEN, CLOSED = "open", "closed"
+# pg_advisory_xact_lock key every writing transaction takes on PostgreSQL (one per database, any value of our own).
+ROUND_LOCK_KEY = 0x10F1_0000
 
 
 class Base(DeclarativeBase):
@@ -180,8 +183,7 @@ class Storage:
         self.url = database_url(url)
         self.engine = make_engine(self.url)
         try:
-            Base.metadata.create_all(self.engine)
-            _add_carry_columns(self.engine)
+            migrate.upgrade(self.engine)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise CloudError(
@@ -192,27 +194,16 @@ class Storage:
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Session]:
-        """A unit of work; ``write=True`` for one that changes rows (it serializes with other writers)."""
+        """A unit of work; ``write=True`` for one that changes rows: it serializes with every other writer, in this
+        process or another (SQLite's write lock; on PostgreSQL a transaction-scoped advisory lock, so several
+        workers on one database run the round logic one transaction at a time)."""
         with (self._writers if write else self._readers).begin() as session:
+            if write and self.engine.dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUND_LOCK_KEY})
             yield session
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _add_carry_columns(engine: Engine) -> None:
-    """Bring an aggregates table from before late aggregates were carried up to date (every row counted in its own
-    round at full weight); a no-op on a current database."""
-    columns = {c["name"] for c in inspect(engine).get_columns(AggregateRow.__tablename__)}
-    if "counted_in" in columns:
-        return
-    table = AggregateRow.__tablename__
-    with engine.begin() as conn:
-        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN counted_in INTEGER"))
-        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN weight DOUBLE PRECISION DEFAULT 1.0"))
-        conn.execute(text(f"UPDATE {table} SET counted_in = round, weight = 1.0"))
-        conn.execute(text(f"CREATE INDEX ix_{table}_counted_in ON {table} (counted_in)"))
-    log.info("database upgraded: %s gained counted_in and weight (late aggregates carried into later rounds)", table)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -258,28 +249,35 @@ def current_round(s: Session) -> RoundRow | None:
     return s.scalars(select(RoundRow).order_by(RoundRow.round.desc()).limit(1)).first()
 
 
-def get_round(s: Session, r: int, *, lock: bool = False) -> RoundRow | None:
-    query = select(RoundRow).where(RoundRow.round == r)
-    if lock:
-        # PostgreSQL serializes accept/close on the round row; SQLite ignores it (it has one writer anyway).
-        query = query.with_for_update()
-    return s.scalars(query).first()
+def get_round(s: Session, r: int) -> RoundRow | None:
+    return s.get(RoundRow, r)
+
+
+def get_rounds(s: Session, rounds: set[int]) -> dict[int, RoundRow]:
+    return {row.round: row for row in s.scalars(select(RoundRow).where(RoundRow.round.in_(rounds)))}
 
 
 def closed_rounds(s: Session) -> list[RoundRow]:
     return list(s.scalars(select(RoundRow).where(RoundRow.state == CLOSED).order_by(RoundRow.round)))
 
 
-def last_closed_round(s: Session) -> int:
-    return s.scalar(select(func.max(RoundRow.round)).where(RoundRow.state == CLOSED)) or 0
+def closed_through(newest: RoundRow | None) -> int:
+    """The last closed round, from the newest round row: rounds close in order and each close but the final one
+    opens the next, so no query is needed."""
+    if newest is None:
+        return 0
+    return newest.round if newest.state == CLOSED else newest.round - 1
 
 
 # --- aggregates ---------------------------------------------------------------------------------------------------
 
 
-def has_aggregate(s: Session, gw: str, r: int) -> bool:
-    """Whether ``gw`` posted round ``r``'s aggregate (reads the id only, not the stored sum)."""
-    return s.scalar(select(AggregateRow.id).where(AggregateRow.gw == gw, AggregateRow.round == r)) is not None
+def stored_pairs(s: Session, pairs: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which of these (gw, round) pairs already have an aggregate (one query; reads ids, not the stored sums)."""
+    if not pairs:
+        return set()
+    query = select(AggregateRow.gw, AggregateRow.round).where(tuple_(AggregateRow.gw, AggregateRow.round).in_(pairs))
+    return {(gw, r) for gw, r in s.execute(query)}
 
 
 def round_aggregates(s: Session, r: int) -> list[AggregateRow]:
@@ -287,15 +285,11 @@ def round_aggregates(s: Session, r: int) -> list[AggregateRow]:
     return list(s.scalars(select(AggregateRow).where(AggregateRow.counted_in == r).order_by(AggregateRow.id)))
 
 
-def reporters(s: Session, r: int) -> set[str]:
-    """The gateways that posted round ``r``'s own aggregate."""
-    return set(s.scalars(select(AggregateRow.gw).where(AggregateRow.round == r)))
-
-
-def carried_count(s: Session, r: int) -> int:
-    """How many late aggregates of earlier rounds are carried into round ``r``."""
-    query = select(func.count()).where(AggregateRow.counted_in == r, AggregateRow.round != r)
-    return int(s.scalar(query) or 0)
+def round_reports(s: Session, r: int) -> tuple[set[str], int]:
+    """For an open round ``r`` (one query): the gateways that posted its own aggregate, and how many late aggregates
+    of earlier rounds are carried into it."""
+    rows = s.execute(select(AggregateRow.gw, AggregateRow.round).where(AggregateRow.counted_in == r)).all()
+    return {gw for gw, own in rows if own == r}, sum(own != r for _gw, own in rows)
 
 
 def rounds_reported(s: Session) -> dict[str, int]:
@@ -323,12 +317,17 @@ def gateways(s: Session) -> list[GatewayRow]:
     return list(s.scalars(select(GatewayRow).order_by(GatewayRow.id)))
 
 
-def touch_gateway(s: Session, gw: str, now: float) -> None:
-    row = s.get(GatewayRow, gw)
-    if row is None:
-        s.add(GatewayRow(id=gw, token_hash=None, last_seen=now))
-    elif row.last_seen is None or row.last_seen < now:
-        row.last_seen = now
+def touch_gateways(s: Session, seen: dict[str, float]) -> None:
+    """Record when each gateway was last seen (one query for all of them)."""
+    if not seen:
+        return
+    known = {row.id: row for row in s.scalars(select(GatewayRow).where(GatewayRow.id.in_(seen)))}
+    for gw, now in seen.items():
+        row = known.get(gw)
+        if row is None:
+            s.add(GatewayRow(id=gw, token_hash=None, last_seen=now))
+        elif row.last_seen is None or row.last_seen < now:
+            row.last_seen = now
 
 
 def live_gateways(s: Session, since: float) -> set[str]:
@@ -337,16 +336,21 @@ def live_gateways(s: Session, since: float) -> set[str]:
     return set(s.scalars(query))
 
 
-def record_devices(s: Session, gw: str, r: int, devices: list[str]) -> None:
-    if not devices:
+def record_devices(s: Session, reports: list[tuple[str, int, list[str]]]) -> None:
+    """The devices named by accepted aggregates, as (gw, round, device ids) in order (one query for all)."""
+    wanted = {dev for _gw, _r, devices in reports for dev in devices}
+    if not wanted:
         return
-    known = {row.id: row for row in s.scalars(select(DeviceRow).where(DeviceRow.id.in_(devices)))}
-    for dev in dict.fromkeys(devices):
-        if dev in known:
-            known[dev].last_round = max(known[dev].last_round, r)
-            known[dev].gw = gw
-        else:
-            s.add(DeviceRow(id=dev, gw=gw, first_round=r, last_round=r))
+    known = {row.id: row for row in s.scalars(select(DeviceRow).where(DeviceRow.id.in_(wanted)))}
+    for gw, r, devices in reports:
+        for dev in dict.fromkeys(devices):
+            row = known.get(dev)
+            if row is None:
+                known[dev] = DeviceRow(id=dev, gw=gw, first_round=r, last_round=r)
+                s.add(known[dev])
+            else:
+                row.last_round = max(row.last_round, r)
+                row.gw = gw
 
 
 def devices_seen(s: Session) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
+
+from flcore.topics import ID_PATTERN
 
 
 class CurrentRound(BaseModel):
@@ -115,7 +117,91 @@ class Problem(BaseModel):
     detail: ProblemDetail
 
 
+class ParseProblem(BaseModel):
+    """FastAPI's answer to a JSON body it could not parse (a 400 without a ``reason``)."""
+
+    detail: str
+
+
 class ValidationProblem(BaseModel):
     """FastAPI's answer to a path or query parameter it could not parse (a 422 without a ``reason``)."""
 
     detail: list[dict[str, Any]]
+
+
+# --- what gateways report about their fleet (cloud.fleet), and the dashboard's views of it -----------------------
+
+ID_REGEX = f"^{ID_PATTERN.pattern}$"  # a device or gateway id, anchored (pydantic's pattern searches)
+
+
+class DeviceStatus(BaseModel):
+    """A device's latest retained ``status`` as its gateway received it (the wire message's fields)."""
+
+    dev: str = Field(pattern=ID_REGEX)
+    state: Literal["online", "sleeping", "offline"]
+    battery: float | None = Field(None, ge=0, le=1, description="charge, 0..1")
+    rssi: int | None = Field(None, ge=-200, le=50, description="dBm")
+    ram_class: str | None = Field(None, max_length=32)
+    fw: str | None = Field(None, max_length=64)
+    updated_at: float = Field(ge=0, le=1e11, description="unix seconds the gateway received it")
+
+
+class GatewayReport(BaseModel):
+    """``POST /api/v1/gateways/{gw}/report``: the round the gateway collects and the statuses that changed."""
+
+    round: int = Field(ge=0, le=2**31 - 1, description="the global round being collected (0: none yet)")
+    accepted: int = Field(0, ge=0, le=2**31 - 1, description="updates accepted for it so far")
+    devices_in_round: int = Field(0, ge=0, le=2**31 - 1, description="distinct devices among them")
+    live: int = Field(0, ge=0, le=2**31 - 1, description="devices the gateway counts as live")
+    bytes_up: int = Field(0, ge=0, le=2**53, description="update bytes received for the round")
+    counters: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0, le=2**53)]] = Field(
+        default_factory=dict, max_length=256, description="updates by ack status / reject reason since it started"
+    )
+    devices: list[DeviceStatus] = Field(
+        default_factory=list, max_length=20_000, description="statuses that changed since its last accepted report"
+    )
+
+
+class ReportResult(BaseModel):
+    devices: int = Field(description="device statuses stored")
+
+
+class DeviceInfo(DeviceStatus):
+    gw: str = Field(description="the gateway that reported it last")
+
+
+class DevicePage(BaseModel):
+    """One page of ``GET /api/v1/devices``, ordered by device id."""
+
+    total: int = Field(description="devices matching the filters")
+    offset: int
+    limit: int
+    items: list[DeviceInfo]
+
+
+class GatewayProgress(BaseModel):
+    """A gateway's last report on the round it collects."""
+
+    round: int
+    accepted: int
+    devices: int
+    live: int
+    bytes_up: int
+    reported_at: float = Field(description="unix seconds (the cloud's clock)")
+
+
+class GatewayDetail(GatewayInfo):
+    devices_online: int = Field(description="devices whose latest status is not offline")
+    devices_known: int = Field(description="devices with a status from this gateway")
+    bytes_up: int = Field(description="update bytes of all its aggregates")
+    posted: bool = Field(description="it posted the current round's aggregate")
+    progress: GatewayProgress | None = Field(description="null until it reports")
+    rejected: dict[str, int] = Field(description="refused device updates by reason, since the gateway started")
+
+
+class FleetOverview(BaseModel):
+    """``GET /api/v1/gateways``: the dashboard's view of every gateway in the current round."""
+
+    round: int = Field(description="the current round (0 before the first opens)")
+    gateways: list[GatewayDetail]
+    rejected: dict[str, int] = Field(description="refused device updates by reason, all gateways")

@@ -204,6 +204,16 @@ class CloudClient:
             return Delivery(f"refused_{code}", True, detail)
         return Delivery(f"http_{code}", False, detail)
 
+    def report(self, gw: str, body: dict[str, Any]) -> None:
+        """Post one fleet report (``gateway.reporter``); ``CloudError`` unless the cloud stored it."""
+        path = f"/api/v1/gateways/{gw}/report"
+        try:
+            response = self.http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise CloudError(f"POST {path}: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise CloudError(f"POST {path}: HTTP {response.status_code} {response.text[:200]}")
+
     def post(self, agg: Agg, give_up_at: float, stop: threading.Event | None = None) -> str:
         """Post ``agg`` until the cloud answers; returns ``accepted``, ``duplicate`` or the 409 reason.
 

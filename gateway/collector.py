@@ -50,6 +50,7 @@ REMEMBERED_ROUNDS = MAX_STALENESS + 1
 DROPPED_TOPIC = "topic"
 STALE = "stale"
 PARKED = "parked"
+JOURNAL_ERROR = "journal_error"  # counted by the node: a batch its journal could not commit
 # Updates parked at once at most; past this an update for the closed round is answered `late`.
 MAX_PARKED = 10_000
 

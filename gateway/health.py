@@ -6,7 +6,7 @@ so its ``updated_at`` shows the gateway is alive. Keys: ``gw``, ``round`` (the g
 forwarded), ``mqtt_connected``, ``cloud_reachable``, ``outbox_depth`` (posts waiting for the cloud),
 ``outbox_oldest_s``, ``broker_dropped`` (the broker's ``$SYS`` counter, null when unavailable),
 ``broker_dropped_seen`` (drops since this gateway started), ``forwarded``, ``refused``, ``counters`` (ack statuses and
-reject reasons), ``updated_at`` (unix seconds).
+reject reasons), ``devices`` (live devices), ``updated_at`` (unix seconds).
 """
 
 from __future__ import annotations

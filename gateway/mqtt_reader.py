@@ -65,7 +65,8 @@ class UpReader:
     """A persistent-session MQTT 3.1.1 client subscribed (QoS 1) to one topic filter, feeding ``handler`` in batches.
 
     An exception in the handler is logged and its messages are PUBACKed (redelivering them would only fail again).
-    ``on_subscribed`` runs on the reader's thread after each SUBACK.
+    ``on_subscribed`` runs on the reader's thread after each SUBACK; ``on_puback`` gets, per handled batch, the
+    seconds each of its acknowledged updates waited from arrival (the ``recv`` that completed its batch) to PUBACK.
     An mqtts:// broker's certificate must chain to ``ca`` (default: the system's CAs), over TLS 1.2 or newer.
     """
 
@@ -80,9 +81,11 @@ class UpReader:
         rng: random.Random | None = None,
         max_batch: int = MAX_BATCH,
         on_subscribed: Callable[[], object] | None = None,
+        on_puback: Callable[[list[float]], None] | None = None,
     ) -> None:
         self.address = address
         self.on_subscribed = on_subscribed
+        self.on_puback = on_puback
         self.client_id = client_id
         self.topic_filter = topic_filter
         self.handler = handler
@@ -209,7 +212,7 @@ class UpReader:
             if data:
                 found, used = packets.split(data)
                 if found:
-                    self._dispatch(sock, found)
+                    self._dispatch(sock, found, last_in)
                     last_out = time.monotonic()
                 data = data[used:]
             try:
@@ -234,7 +237,7 @@ class UpReader:
 
     # -------------------------------------------------------------------------------------------------------- batches
 
-    def _dispatch(self, sock: socket.socket, found: list[tuple[int, memoryview]]) -> None:
+    def _dispatch(self, sock: socket.socket, found: list[tuple[int, memoryview]], arrived: float) -> None:
         ups: list[tuple[str, bytes, int]] = []
         for first, body in found:
             kind = first >> 4
@@ -246,7 +249,7 @@ class UpReader:
             elif kind == packets.SUBACK:
                 self._on_suback(body)
         for start in range(0, len(ups), self.max_batch):
-            self._handle(sock, ups[start : start + self.max_batch])
+            self._handle(sock, ups[start : start + self.max_batch], arrived)
 
     def _on_suback(self, body: memoryview) -> None:
         if len(body) < 3 or body[2] & 0x80:
@@ -258,7 +261,7 @@ class UpReader:
             except Exception:
                 log.exception("the up reader's subscription handler failed")
 
-    def _handle(self, sock: socket.socket, batch: list[tuple[str, bytes, int]]) -> None:
+    def _handle(self, sock: socket.socket, batch: list[tuple[str, bytes, int]], arrived: float) -> None:
         try:
             result = self.handler([(topic, payload) for topic, payload, _ in batch])
         except Exception:
@@ -272,6 +275,8 @@ class UpReader:
         self._send(sock, b"".join(out))
         self.pubacked += len(ids)
         self.withheld += withheld
+        if ids and self.on_puback is not None:  # after the write: counting never delays an ack
+            self.on_puback([time.monotonic() - arrived] * len(ids))
 
     def _reply(self, topic: str, payload: bytes) -> bytes:
         pid = self._last_id

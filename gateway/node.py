@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 
@@ -25,9 +26,11 @@ from flcore.messages import Status, Task
 from flcore.robust import FEDAVG, RuleParams
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
-from gateway.collector import Accepted, Collector, KeyRing, RoundTotals, SubRound
+from gateway.collector import JOURNAL_ERROR, Accepted, Collector, KeyRing, RoundTotals, SubRound
 from gateway.device_keys import DeviceKeys
+from gateway.device_log import DeviceLog
 from gateway.journal import Journal
+from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttLink
 from gateway.mqtt_reader import MAX_BATCH, Handled, UpReader
 from gateway.pause import Pause
@@ -72,6 +75,7 @@ class GatewayNode:
         self.journal = journal
         self.pause = pause or Pause()
         self.broker_stats = BrokerStats()
+        self.metrics = GatewayMetrics()
         self.collector = Collector(
             self.topics,
             max_bytes=max_bytes,
@@ -82,6 +86,7 @@ class GatewayNode:
             encodings=encodings,
         )
         self.roster = Roster(gw)
+        self.device_log = DeviceLog(gw)
         self.cond = threading.Condition()
         self._task: bytes | None = None
         self.link = MqttLink(
@@ -102,6 +107,7 @@ class GatewayNode:
             on_subscribed=self._republish_task,
             # The test hook counts arrivals update by update: batches of one keep its windows exact.
             max_batch=1 if self.pause.target is not None else MAX_BATCH,
+            on_puback=self.metrics.acknowledged,
         )
 
     @classmethod
@@ -148,8 +154,30 @@ class GatewayNode:
             return Counter(self.collector.counters)
 
     @property
+    def devices_live(self) -> int:
+        """Devices whose retained status names this gateway (or that sent an update since)."""
+        with self.cond:
+            return len(self.roster.live)
+
+    @property
     def totals(self) -> RoundTotals | None:
         return self.collector.totals
+
+    def report(self, since: int) -> tuple[int, dict[str, Any]]:
+        """A report for the cloud (``gateway.reporter``) with the device statuses that changed after ``since``, and
+        the status sequence number it is complete up to."""
+        with self.cond:
+            totals = self.collector.totals
+            body = {
+                "round": totals.round if totals else 0,
+                "accepted": totals.k if totals else 0,
+                "devices_in_round": len(totals.devices) if totals else 0,
+                "live": len(self.roster.live),
+                "bytes_up": totals.bytes_up if totals else 0,
+                "counters": dict(self.collector.counters),
+                "devices": self.device_log.changed_since(since),
+            }
+            return self.device_log.seq, body
 
     def publish_task(self, task: Task) -> paho.MQTTMessageInfo | None:
         """Replace the retained task (republished after every reconnect); the returned info tells when the broker has
@@ -254,11 +282,12 @@ class GatewayNode:
                 opening = self.collector.opening
                 self.journal.updates(accepted, into_sub=opening.sub if opening else None)
 
+        self.metrics.received(sum(len(payload) for _, payload in batch))
         with self.cond:
             try:
                 verdicts = self.collector.ingest_batch(batch, journal)
             except StateError as exc:
-                self.collector.counters["journal_error"] += 1
+                self.collector.counters[JOURNAL_ERROR] += 1
                 log.error("could not journal %d update(s), not acknowledging them: %s", len(batch), exc)
                 return Handled([False] * len(batch), [])
             answered = [v for v in verdicts if v is not None]
@@ -287,6 +316,7 @@ class GatewayNode:
                 return
         with self.cond:
             self.roster.on_status(dev, status)
+            self.device_log.on_status(dev, status, time.time())
             self.cond.notify_all()
 
     def _republish_task(self) -> paho.MQTTMessageInfo | None:

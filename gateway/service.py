@@ -25,8 +25,10 @@ from gateway.forwarder import Forwarder
 from gateway.health import HealthFile, status_path
 from gateway.journal import Journal
 from gateway.local_model import LocalModel
+from gateway.metrics import serve
 from gateway.node import GatewayNode
 from gateway.outbox import Outbox
+from gateway.reporter import Reporter
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -113,8 +115,12 @@ class RoundLoop:
 
     def report_health(self) -> None:
         """Refresh the status file (``gateway.health``) when something in it changed."""
+        self.health.update(self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The gateway's status now: the status file's keys (``gateway.health``), also read by each metrics scrape."""
         stats = self.node.broker_stats
-        snapshot: dict[str, Any] = {
+        return {
             "gw": self.settings.id,
             "round": self.round,
             "mqtt_connected": self.node.connected,
@@ -126,8 +132,8 @@ class RoundLoop:
             "forwarded": self.forwarder.delivered,
             "refused": self.forwarder.refused,
             "counters": dict(sorted(self.node.counters.items())),
+            "devices": self.node.devices_live,
         }
-        self.health.update(snapshot)
 
     def run_round(self, info: RoundInfo) -> bool:
         """Run one global round; False when it should be tried again (no model yet, or stopping)."""
@@ -345,12 +351,21 @@ def run(settings: GatewaySettings, stop: threading.Event) -> None:
         f", TEST HOOK pause_at={settings.pause_at}" if settings.pause_at else "",
     )
     loop = RoundLoop(settings, node, cloud, journal, stop, outbox)
-    loop.forwarder.start()
+    node.metrics.watch(loop.snapshot)
+    exposed = None
+    reporter = Reporter(settings.id, node, cloud, stop, settings.report_interval)
     try:
+        if settings.metrics_port:
+            exposed = serve(node.metrics, settings.metrics_host, settings.metrics_port)
+        loop.forwarder.start()
+        reporter.start()
         loop.run()
     finally:
         stop.set()
+        if exposed is not None:
+            exposed.close()
         loop.forwarder.join(FORWARDER_JOIN)
+        reporter.join(FORWARDER_JOIN)
         node.stop()
         cloud.close()
         journal.close()

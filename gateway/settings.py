@@ -36,11 +36,21 @@ class GatewaySettings(BaseSettings, RobustSettings):
     round_timeout: float = Field(30.0, gt=0)
     # An aggregate posted at the cloud's deadline arrives after the round closed and its acked updates would be
     # lost; closing this much earlier leaves time for the post.
-    forward_margin: float = Field(2.0, ge=0, le=3600)
+    forward_margin: float = Field(
+        2.0, ge=0, le=3600, description="seconds before the cloud's deadline at which the gateway closes its round"
+    )
     state_dir: Path = Path(".")
-    poll_interval: float = Field(0.5, gt=0, le=60)
-    max_update_bytes: int = Field(1 << 20, ge=64)
-    max_samples: int = Field(100_000, ge=1)
+    poll_interval: float = Field(0.5, gt=0, le=60, description="seconds between polls of the cloud's current round")
+    report_interval: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="seconds between reports of round progress and device statuses to the cloud's dashboard (0 = none)",
+    )
+    max_update_bytes: int = Field(
+        1 << 20, ge=64, description="largest update accepted (keep equal to the broker's message_size_limit)"
+    )
+    max_samples: int = Field(100_000, ge=1, description="samples one device update may claim")
     # JSON {dev: 64 hex} of this gateway's device keys: when set, every update must be signed (docs/protocol.md).
     device_keys: Path | None = None
     # The update encoding this gateway's tasks name (flcore.encodings; empty: none named, devices use their own) and,
@@ -49,8 +59,12 @@ class GatewaySettings(BaseSettings, RobustSettings):
     topk: float = Field(DEFAULT_TOPK, gt=0, le=1)
     # Comma-separated encodings accepted from devices, besides `enc` (an update in another is rejected `enc`).
     accept_enc: str = ",".join(ACCEPTED_BY_DEFAULT)
+    # Prometheus metrics (GET /metrics, docs/operations.md) on metrics_host:metrics_port; 0 = off, the default, so
+    # several gateways on one machine never clash (9108 is the usual choice when a single gateway runs there).
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     # Test hook for fault tests (gateway/pause.py): hold at a named point so a test can kill -9 there. Off when empty.
-    pause_at: str = ""
+    pause_at: str = Field("", description="test hook: hold at a named point (gateway/pause.py); empty in production")
 
     @field_validator("id", "fleet")
     @classmethod

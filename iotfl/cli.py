@@ -1,7 +1,8 @@
 """The ``iotfl`` command: one subcommand per part of the stack.
 
-Every flag also reads ``IOTFL_<FLAG>`` from the environment, then ``--config FILE`` (TOML, a ``[command]`` table or
-top-level keys); flags win. Heavy imports (torch, FastAPI) happen inside the commands that need them, so
+Every flag also reads ``IOTFL_<FLAG>`` from the environment, then the TOML config file (``--config FILE``, else
+``./iotfl.toml``; ``iotfl.config``); flags win. Exit codes are ``cli_common.EXIT_*``.
+Heavy imports (torch, FastAPI) happen inside the commands that need them, so
 ``iotfl gateway`` runs on a Raspberry Pi install without either.
 """
 
@@ -16,22 +17,49 @@ from rich.console import Console
 
 from iotfl.cli_board import flash_cmd, ota_app, provision_app
 from iotfl.cli_common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     ConfigOpt,
     err,
     fail,
     load_dataset,
+    missing_extra,
     opt,
+    progress_bars,
     settings_for,
     setup_logging,
     stop_event,
 )
+from iotfl.cli_db import db_app
+from iotfl.fleet_progress import FleetProgress
 
 app = typer.Typer(
-    help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.",
+    help="Federated learning for IoT fleets over MQTT: devices → gateways → cloud.\n\n"
+    "Every option also reads IOTFL_<OPTION> from the environment and the TOML file given by --config "
+    "(default ./iotfl.toml); flags win. Exit codes: 0 ok, 1 failure, 2 bad usage or settings, 3 missing extra, "
+    "130 interrupted.",
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from iotfl import __version__
+
+        typer.echo(f"iotfl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Options taken before any command (--version, shell completion)."""
+
 
 # Robust aggregation (docs/robustness.md), the same options on the gateway, the cloud and the demo.
 AggregationOpt = Annotated[str, opt("Aggregation rule: fedavg | clip | trimmed-mean | median | krum.", "AGGREGATION")]
@@ -142,12 +170,12 @@ def broker_cmd(
     try:
         b = start_broker(port=port, prefer="embedded" if embedded else "auto")
     except RuntimeError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_FAILURE)
     err.print(f"{b.kind} listening on {b.url} (logs in {b.workdir}); Ctrl-C stops it")
     stop = stop_event()
     while not stop.wait(0.5):
         if b.proc.poll() is not None:
-            fail(f"{b.kind} exited with code {b.proc.returncode}; see {b.workdir / 'broker.log'}")
+            fail(f"{b.kind} exited with code {b.proc.returncode}; see {b.workdir / 'broker.log'}", EXIT_FAILURE)
     b.stop()
 
 
@@ -192,6 +220,9 @@ def cloud(
     mode: Annotated[
         str, opt("sync | async: whether gateways count updates of earlier rounds, staleness-weighted.", "MODE")
     ] = "sync",
+    workers: Annotated[
+        int, opt("Worker processes; more than one needs a PostgreSQL --db (SQLite keeps one).", "WORKERS", min=1)
+    ] = 1,
     aggregation: AggregationOpt = "fedavg",
     clip_norm: ClipNormOpt = 0.0,
     trim: TrimOpt = 0.2,
@@ -213,7 +244,7 @@ def cloud(
     try:
         from cloud.server import serve
     except ImportError as exc:
-        fail(f"the cloud needs its extra: pip install 'iotfl[cloud]' ({exc.name} is missing)")
+        missing_extra("cloud", exc)
     setup_logging(verbose)
     try:
         serve(settings, load_dataset(settings.dataset, settings.seed))
@@ -249,6 +280,15 @@ def gateway(
     ] = 0.0,
     round_timeout: Annotated[float, opt("Seconds a (sub-)round waits for devices.", "ROUND_TIMEOUT")] = 30.0,
     state_dir: Annotated[Path, opt("Where the gateway keeps its state.", "STATE_DIR")] = Path("."),
+    report_interval: Annotated[
+        float,
+        opt(
+            "Seconds between reports of round progress and device statuses to the cloud's dashboard (0 = none).",
+            "REPORT_INTERVAL",
+            min=0,
+            max=3600,
+        ),
+    ] = 2.0,
     aggregation: AggregationOpt = "fedavg",
     clip_norm: ClipNormOpt = 0.0,
     trim: TrimOpt = 0.2,
@@ -274,16 +314,25 @@ def gateway(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int,
+        opt("Serve Prometheus metrics at http://HOST:PORT/metrics (0 = off).", "METRICS_PORT", min=0, max=65535),
+    ] = 0,
+    metrics_host: Annotated[str, opt("Address the metrics port binds to.", "METRICS_HOST")] = "127.0.0.1",
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a gateway: collect device updates over MQTT, aggregate them, forward one aggregate per round."""
+    from gateway.metrics import MetricsError
     from gateway.service import run
     from gateway.settings import GatewaySettings
 
     settings = settings_for(ctx, GatewaySettings, config, locals())
     setup_logging(verbose)
-    run(settings, stop_event())
+    try:
+        run(settings, stop_event())
+    except MetricsError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -338,14 +387,18 @@ def fleet(
         from device_sim.fleet import run_fleet
         from device_sim.settings import FleetSettings
     except ImportError as exc:
-        fail(f"the simulator needs its extra: pip install 'iotfl[sim]' ({exc.name} is missing)")
+        missing_extra("sim", exc)
 
     settings = settings_for(ctx, FleetSettings, config, locals())
     setup_logging(verbose)
-    try:
-        result = run_fleet(settings, load_dataset(settings.dataset, settings.seed), stop_event())
-    except (ValueError, ConnectionError) as exc:
-        fail(str(exc))
+    data = load_dataset(settings.dataset, settings.seed)
+    with progress_bars() as bars:
+        try:
+            result = run_fleet(settings, data, stop_event(), FleetProgress(bars, settings.devices))
+        except ValueError as exc:
+            fail(str(exc))
+        except ConnectionError as exc:
+            fail(str(exc), EXIT_FAILURE)
     if report is not None:
         import json
 
@@ -361,9 +414,16 @@ def fleet(
 @app.command()
 def status(
     cloud: Annotated[str, opt("The cloud's base URL.", "CLOUD")] = "http://127.0.0.1:8000",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON status.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON for scripts: /api/v1/status plus 'overview' (/api/v1/gateways) and 'device_states'.",
+        ),
+    ] = False,
 ) -> None:
-    """Show the cloud's status: round, model version, gateways and accuracy history."""
+    """Show the cloud's status: round, model version, gateways (devices, bytes, round progress), rejected updates and
+    the accuracy history. Exit code 1 when the cloud cannot be read."""
     from iotfl.status import show_status
 
     raise typer.Exit(show_status(cloud, as_json, Console(), err))
@@ -372,6 +432,7 @@ def status(
 app.add_typer(provision_app, name="provision", no_args_is_help=True)
 app.command("flash")(flash_cmd)
 app.add_typer(ota_app, name="ota", no_args_is_help=True)
+app.add_typer(db_app, name="db", no_args_is_help=True)
 
 
 def main() -> None:
@@ -379,4 +440,4 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

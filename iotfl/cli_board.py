@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from iotfl.cli_common import ConfigOpt, err, fail, opt, settings_for
+from iotfl.cli_common import EXIT_FAILURE, ConfigOpt, err, fail, missing_extra, opt, progress_bars, settings_for
 
 if TYPE_CHECKING:
     from iotfl.provision_fleet import FleetResult
@@ -92,7 +92,7 @@ def flash_cmd(
         fail(str(exc))
     if failure is not None:
         err.print(f"[bold red]error:[/] {escape(describe(failure))}", highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILURE)
 
 
 ota_app = typer.Typer(help="Firmware updates over MQTT for the boards (signed, chunked, rolled back on failure).")
@@ -125,8 +125,10 @@ def ota_publish(
     try:
         image = build_image(image_files(firmware_dir or bundled()), version, key, serial=serial)
         sent = publish_image(broker, image, fleet=fleet, tls_ca=str(tls_ca) if tls_ca else None)
-    except (ValueError, ConnectionError, TimeoutError) as exc:
+    except ValueError as exc:
         fail(str(exc))
+    except (ConnectionError, TimeoutError) as exc:
+        fail(str(exc), EXIT_FAILURE)
     Console().print(
         f"published firmware {version} (serial {image.serial}): {len(image.files)} files, "
         f"{len(image.chunks)} chunks, {sent:,} bytes to fleet {fleet}"
@@ -173,16 +175,18 @@ def provision_fleet_cmd(
     try:
         from iotfl.provision_fleet import FleetProvisionSettings, provision_fleet
     except ImportError as exc:
-        fail(f"provisioning needs its extra: pip install 'iotfl[provision]' ({exc.name} is missing)")
+        missing_extra("provision", exc)
     from iotfl.provision import ProvisionError
 
     settings = settings_for(ctx, FleetProvisionSettings, config, locals(), gateway=gateway, rotate=rotate)
-    try:
-        done = provision_fleet(settings)
-    except ProvisionError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot write under {settings.out_dir}: {exc.strerror or exc}")
+    with progress_bars() as bar:
+        task = bar.add_task("device files written", total=None)
+        try:
+            done = provision_fleet(settings, progress=lambda n, total: bar.update(task, completed=n, total=total))
+        except ProvisionError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot write under {settings.out_dir}: {exc.strerror or exc}", EXIT_FAILURE)
     _fleet_summary(done)
 
 

@@ -12,6 +12,7 @@ import typer
 from pydantic_settings import BaseSettings
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from iotfl.config import ConfigError, build
 
@@ -19,8 +20,21 @@ S = TypeVar("S", bound=BaseSettings)
 
 err = Console(stderr=True)
 
+# Exit codes of every command (docs/operations.md): scripts and systemd tell these apart.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # it ran and failed: a peer unreachable, a process died, an acknowledged update lost
+EXIT_USAGE = 2  # bad flags, settings or input files (click's own usage errors use 2 as well)
+EXIT_MISSING_EXTRA = 3  # the command needs an optional extra that is not installed
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML file with settings (flags and IOTFL_* env win).", exists=False)
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML settings file [default: ./iotfl.toml if present]; flags and IOTFL_* env win over it.",
+        envvar="IOTFL_CONFIG",
+        show_envvar=True,
+    ),
 ]
 
 
@@ -44,14 +58,31 @@ def settings_for(ctx: typer.Context, cls: type[S], config: Path | None, values: 
     flags = given(ctx, {k: v for k, v in values.items() if k in cls.model_fields})
     flags.update({k: v for k, v in explicit.items() if v is not None})
     try:
-        return build(cls, config, ctx.command.name or "", **flags)
+        return build(cls, config, section(ctx), **flags)
     except ConfigError as exc:
         fail(str(exc))
 
 
-def fail(message: str) -> NoReturn:
+def section(ctx: typer.Context) -> str:
+    """The command's table in the config file: ``gateway``, ``provision.fleet``, …"""
+    return ".".join(ctx.command_path.split()[1:])
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """One red line on stderr and exit ``code`` (default: a usage error; see the EXIT_* codes)."""
     err.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def missing_extra(extra: str, exc: ImportError) -> NoReturn:
+    fail(f"this command needs an extra: pip install 'iotfl[{extra}]' ({exc.name} is missing)", EXIT_MISSING_EXTRA)
+
+
+def progress_bars() -> Progress:
+    """The bars of a long command, on stderr (stdout stays free for its result)."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    )
 
 
 def setup_logging(verbose: bool) -> None:

@@ -555,10 +555,16 @@ def _pki(out: Path, state: FleetState, changes: Changes) -> tuple[KeyPair, KeyPa
     return ca, pairs[0], pairs[1]
 
 
-def provision_fleet(settings: FleetProvisionSettings, gen: Generator = Generator()) -> FleetResult:
-    """Load, extend and save the fleet's state, then (re)write every file derived from it."""
+def provision_fleet(
+    settings: FleetProvisionSettings,
+    gen: Generator = Generator(),
+    progress: Callable[[int, int], None] | None = None,
+) -> FleetResult:
+    """Load, extend and save the fleet's state, then (re)write every file derived from it. ``progress(done, total)``
+    is called after each device's files (a thousand devices take seconds: the CLI shows a bar)."""
     out = settings.out_dir
     state, changes = plan(load_state(out), settings, gen)
+    total, written = sum(len(g.devices) for g in state.gateways.values()), 0
     absolute = out.resolve()
     _write(out / STATE_NAME, state.to_json(), private=True)
     ota_key, ota_created = fleet_ota_key(out / "ota.key")
@@ -591,6 +597,9 @@ def provision_fleet(settings: FleetProvisionSettings, gen: Generator = Generator
             text = json.dumps(device_config(settings, who), indent=2) + "\n"
             _write(out / "devices" / dev / CONFIG_NAME, text, private=True)
             _write(out / "devices" / dev / CA_NAME, ca.cert_pem, private=False)
+            written += 1
+            if progress is not None:
+                progress(written, total)
         everyone.update(g.devices)
     # every device's key in one file, for a simulated fleet (`iotfl fleet --provisioned`)
     _write(out / "device-keys.json", keys_json(everyone), private=True)

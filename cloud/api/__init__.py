@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cloud.api import aggregates, dashboard, model, rounds, status
+from cloud.api import aggregates, dashboard, fleet, model, rounds, status
 
 PREFIX = "/api/v1"
 
@@ -13,7 +13,7 @@ def router() -> APIRouter:
     """All routes, assembled (the per-concept routers stay in their modules)."""
     top = APIRouter()
     api = APIRouter(prefix=PREFIX)
-    for part in (aggregates.router, rounds.router, status.api, model.router):
+    for part in (aggregates.router, rounds.router, status.api, model.router, fleet.router):
         api.include_router(part, tags=["api"])
     top.include_router(api)
     top.include_router(status.root, tags=["ops"])

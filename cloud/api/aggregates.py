@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from cloud.api.deps import GatewayDep, MetricsDep, RoundsDep, SettingsDep, problem
+from cloud.api.deps import GatewayDep, MetricsDep, PostTimerDep, RoundsDep, SettingsDep, problem
 from cloud.policy import Verdict
 from cloud.views import AggregateResult, Problem, ValidationProblem
 from flcore.errors import WireError
@@ -75,6 +75,7 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     summary="Post a gateway's aggregate for a round",
 )
 async def post_aggregate(
+    _timer: PostTimerDep,
     round: Annotated[int, Path(ge=1, le=MAX_INT32)],
     request: Request,
     gw: GatewayDep,
@@ -90,6 +91,7 @@ async def post_aggregate(
     body = await _read_body(request, limit)
     if body is None:
         raise refuse(status.HTTP_413_CONTENT_TOO_LARGE, "too_large", f"the body is over {limit} bytes")
+    metrics.bytes_in(len(body))
     try:
         agg = Agg.decode(body, params=rounds.params, max_bytes=limit, max_samples=settings.max_samples)
     except WireError as exc:

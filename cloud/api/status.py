@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from cloud.api.deps import CheckinDep, MetricsDep, RoundsDep
-from cloud.metrics import CONTENT_TYPE
 from cloud.views import Health, Status
 
 api = APIRouter()
@@ -24,5 +23,7 @@ def healthz() -> Health:
 
 
 @root.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-def metrics(rounds: RoundsDep, counters: MetricsDep) -> PlainTextResponse:
-    return PlainTextResponse(counters.render(rounds.gauges()), media_type=CONTENT_TYPE)
+def metrics(request: Request, counters: MetricsDep) -> PlainTextResponse:
+    """The Prometheus text format, or OpenMetrics when the scraper's ``Accept`` asks for it."""
+    body, content_type = counters.render(request.headers.get("accept"))
+    return PlainTextResponse(body, media_type=content_type)

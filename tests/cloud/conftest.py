@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,9 @@ def _postgres_problem() -> str | None:
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database: a SQLite file in tmp_path, or a throwaway schema in PostgreSQL's `test` database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cloud.db'}"
-        return
+@contextmanager
+def _postgres_schema() -> Iterator[str]:
+    """A URL on a throwaway schema in PostgreSQL's `test` database (dropped afterwards), or a skip saying why not."""
     problem = _postgres_problem()
     if problem is not None:
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 (database test) is not reachable: {problem}")
@@ -49,6 +46,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     finally:
         with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: a SQLite file in tmp_path, or a throwaway schema in PostgreSQL's `test` database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cloud.db'}"
+        return
+    with _postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL schema, for what only PostgreSQL does (several workers on one database)."""
+    with _postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import re
 import msgpack
 import numpy as np
 from cloud_client import TOKENS, Cloud
+from prometheus_scrape import scrape
 
 KEYS_CURRENT = {
     "round",
@@ -206,31 +207,48 @@ def test_a_get_with_a_valid_token_is_a_check_in(cloud: Cloud) -> None:
 
 def test_metrics_count_outcomes(cloud: Cloud) -> None:
     cloud.checkin("gw0", "gw1")
-    agg = cloud.agg("gw0", 1)
-    cloud.post(agg)
-    cloud.post(agg)
-    cloud.post(cloud.agg("gw1", 1, sum=np.ones(3, np.float32)))
-    cloud.post(cloud.agg("gw1", 2))
-    cloud.http.post("/api/v1/rounds/1/aggregates", content=b"")
-    text = cloud.http.get("/metrics").text
-    values = dict(re.findall(r"^(iotfl_\S+) (\S+)$", text, re.M))
-    assert values['iotfl_aggregates_total{result="accepted"}'] == "1"
-    assert values['iotfl_aggregates_total{result="duplicate"}'] == "1"
-    assert values['iotfl_aggregates_total{result="rejected"}'] == "3"
-    assert values['iotfl_aggregates_rejected_total{reason="length"}'] == "1"
-    assert values['iotfl_aggregates_rejected_total{reason="future_round"}'] == "1"
-    assert values['iotfl_aggregates_rejected_total{reason="unauthorized"}'] == "1"
-    assert values["iotfl_current_round"] == "1" and values["iotfl_model_version"] == "0"
-    assert values["iotfl_rounds_closed_total"] == "0"
-    assert 0 <= float(values["iotfl_last_accuracy"]) <= 1
-    assert "# TYPE iotfl_rounds_closed_total counter" in text
+    agg = cloud.agg("gw0", 1, devices=["d1", "d2"])
+    bodies = [agg.encode(), agg.encode(), cloud.agg("gw1", 1, sum=np.ones(3, np.float32)).encode()]
+    bodies.append(cloud.agg("gw1", 2).encode())
+    senders = [("gw0", 1), ("gw0", 1), ("gw1", 1), ("gw1", 2)]
+    answers = [cloud.post(body, gw=gw, rnd=rnd).status_code for body, (gw, rnd) in zip(bodies, senders, strict=True)]
+    assert answers == [200, 200, 422, 409]
+    cloud.http.post("/api/v1/rounds/1/aggregates", content=b"")  # no token: refused before the body is read
+    scraped = scrape(f"{cloud.url}/metrics")
+    assert scraped.labelled("iotfl_aggregates_total", "result") == {
+        "accepted": 1, "carried": 0, "duplicate": 1, "late": 0, "rejected": 3
+    }  # fmt: skip
+    assert scraped.labelled("iotfl_aggregates_rejected_total", "reason") == {
+        "length": 1, "future_round": 1, "unauthorized": 1
+    }  # fmt: skip
+    assert scraped.value("iotfl_aggregate_bytes_total") == sum(len(body) for body in bodies)
+    assert scraped.value("iotfl_aggregate_post_seconds_count") == 5
+    assert scraped.value("iotfl_aggregate_post_seconds_bucket", le="+Inf") == 5
+    assert scraped.value("iotfl_current_round") == 1 and scraped.value("iotfl_model_version") == 0
+    assert scraped.value("iotfl_rounds_closed_total") == 0 and scraped.value("iotfl_done") == 0
+    assert scraped.value("iotfl_gateways_seen") == 2 and scraped.value("iotfl_devices_seen") == 2
+    assert 0 <= scraped.value("iotfl_last_accuracy") <= 1
+    assert scraped.types["iotfl_rounds_closed"] == "counter"
+    assert scraped.types["iotfl_aggregate_post_seconds"] == "histogram"
+
+
+def test_metrics_speak_openmetrics_when_asked(cloud: Cloud) -> None:
+    response = cloud.http.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n") and "iotfl_current_round 1" in response.text
 
 
 def test_dashboard_docs_and_health(cloud: Cloud) -> None:
     page = cloud.http.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "api/v1/status" in page.text and "setInterval(poll, 2000)" in page.text
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)  # self-contained: no CDN
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sorted(assets) == ["static/dashboard.css", "static/dashboard.js"]  # served by the cloud: no CDN
+    script, style = cloud.http.get("/static/dashboard.js"), cloud.http.get("/static/dashboard.css")
+    assert script.headers["content-type"].startswith("text/javascript") and "setInterval(poll, POLL_MS)" in script.text
+    assert all(f'"api/v1/{path}' in script.text for path in ("status", "gateways", "devices?"))
+    assert style.headers["content-type"].startswith("text/css")
+    assert not re.search(r"https?://", script.text + style.text)
+    assert cloud.http.get("/static/index.html").status_code == 404  # only the listed assets
     assert cloud.get("/healthz") == {"status": "ok"}
     assert cloud.http.get("/docs").status_code == 200
     paths = cloud.get("/openapi.json")["paths"]
@@ -240,6 +258,9 @@ def test_dashboard_docs_and_health(cloud: Cloud) -> None:
         "/api/v1/rounds/{round}/aggregates",
         "/api/v1/status",
         "/api/v1/model/latest",
+        "/api/v1/gateways",
+        "/api/v1/gateways/{gw}/report",
+        "/api/v1/devices",
         "/healthz",
         "/metrics",
     ):

@@ -4,13 +4,9 @@ the open round (staleness-weighted, once) instead of refusing it; an old databas
 from __future__ import annotations
 
 import math
-import sqlite3
-from pathlib import Path
 
 import numpy as np
 from cloud_client import Cloud
-
-from cloud.storage import Storage
 
 
 def test_a_late_aggregate_is_carried_into_the_open_round_once(start_cloud) -> None:
@@ -63,24 +59,3 @@ def test_after_the_last_round_a_late_aggregate_is_refused(start_cloud) -> None:
     assert cloud.status()["state"] == "done"
     response = cloud.post(cloud.agg("gw1", 1))
     assert response.status_code == 409 and response.json() == {"detail": {"reason": "late"}}
-
-
-def test_a_database_from_before_carrying_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    Storage(f"sqlite:///{path}").close()
-    with sqlite3.connect(path) as conn:  # what the tables looked like before: no counted_in, no weight
-        conn.execute("DROP INDEX ix_iotfl_aggregates_counted_in")
-        conn.execute("ALTER TABLE iotfl_aggregates DROP COLUMN counted_in")
-        conn.execute("ALTER TABLE iotfl_aggregates DROP COLUMN weight")
-        conn.execute(
-            "INSERT INTO iotfl_rounds (round, base, state, opened_at, k, n, bytes_up) "
-            "VALUES (1, 0, 'closed', 0, 0, 0, 0)"
-        )
-        conn.execute(
-            "INSERT INTO iotfl_aggregates (round, gw, base, n, k, loss, bytes_up, devices, sum, received_at) "
-            "VALUES (1, 'gw0', 0, 4, 1, 0.5, 10, '[]', x'00000000', 0)"
-        )
-    Storage(f"sqlite:///{path}").close()
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT round, counted_in, weight FROM iotfl_aggregates").fetchall() == [(1, 1, 1.0)]
-    Storage(f"sqlite:///{path}").close()  # a current database is left as it is

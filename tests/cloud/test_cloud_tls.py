@@ -38,9 +38,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: tmp / name for name in files}
 
 
-def settings(tmp_path: Path, pki: dict[str, Path], data: Dataset, **overrides: Any) -> CloudSettings:
+def settings(db_url: str, pki: dict[str, Path], data: Dataset, **overrides: Any) -> CloudSettings:
     values: dict[str, Any] = dict(
-        db=f"sqlite:///{tmp_path / 'cloud.db'}",
+        db=db_url,
         port=0,
         dataset=data.name,
         gateway_token_hashes=f"gw0={token_hash(TOKEN)}",
@@ -52,8 +52,8 @@ def settings(tmp_path: Path, pki: dict[str, Path], data: Dataset, **overrides: A
 
 
 @pytest.fixture
-def https_cloud(tmp_path: Path, pki: dict[str, Path], dataset: Dataset) -> Iterator[str]:
-    with running(settings(tmp_path, pki, dataset), dataset) as url:
+def https_cloud(db_url: str, pki: dict[str, Path], dataset: Dataset) -> Iterator[str]:
+    with running(settings(db_url, pki, dataset), dataset) as url:
         yield url
 
 
@@ -78,14 +78,15 @@ def test_another_ca_or_no_ca_fails_verification(https_cloud: str, pki: dict[str,
 
 
 def test_settings_refuse_half_tls_and_bad_hashes(tmp_path: Path, pki: dict[str, Path], dataset: Dataset) -> None:
+    db = f"sqlite:///{tmp_path / 'cloud.db'}"  # never opened: the settings or the TLS check refuse first
     with pytest.raises(ValidationError, match="needs both tls_cert and tls_key"):
-        settings(tmp_path, pki, dataset, tls_key=None)
+        settings(db, pki, dataset, tls_key=None)
     with pytest.raises(ValidationError, match="64 hex digits of its sha256"):
-        settings(tmp_path, pki, dataset, gateway_token_hashes="gw0=abc")
+        settings(db, pki, dataset, gateway_token_hashes="gw0=abc")
     with pytest.raises(ValidationError, match="both a token and a token hash"):
-        settings(tmp_path, pki, dataset, gateway_tokens={"gw0": TOKEN})
+        settings(db, pki, dataset, gateway_tokens={"gw0": TOKEN})
     bad_key = tmp_path / "wrong.key"
     bad_key.write_text(server_cert(new_ca("x"), "h", ["h"]).key_pem)  # not the certificate's key
     with pytest.raises(ValueError, match="cannot use TLS certificate"):
-        with running(settings(tmp_path, pki, dataset, tls_key=bad_key), dataset):
+        with running(settings(db, pki, dataset, tls_key=bad_key), dataset):
             pass

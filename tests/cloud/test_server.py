@@ -36,9 +36,9 @@ def _lines(stream, sink: queue.Queue) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_logs_its_url_and_stops_cleanly_on_a_signal(tmp_path: Path, sig: signal.Signals) -> None:
+def test_serve_logs_its_url_and_stops_cleanly_on_a_signal(db_url: str, sig: signal.Signals) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, f"sqlite:///{tmp_path / 'c.db'}"],
+        [sys.executable, "-c", SCRIPT, db_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -107,3 +107,10 @@ def test_a_bad_database_url_is_a_clear_error(tmp_path) -> None:
     ]:
         with pytest.raises(CloudError, match=message):
             create_app(CloudSettings(db=url, gateway_tokens="gw0=a"), sensors(0, samples=100))
+
+
+def test_several_workers_need_postgresql() -> None:
+    with pytest.raises(ValidationError, match="3 workers need PostgreSQL.*SQLite keeps a single worker"):
+        CloudSettings(workers=3, db="sqlite:///x.db")
+    assert CloudSettings(workers=3, db="postgresql://postgres@127.0.0.1/test").workers == 3
+    assert CloudSettings().workers == 1

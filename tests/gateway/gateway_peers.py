@@ -6,8 +6,9 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -24,6 +25,7 @@ SPEC = ModelSpec((4, 3, 2))  # P = 23
 P = SPEC.param_count
 CHUNK = 8
 WAIT = 10.0
+T = TypeVar("T")
 
 
 def make_task(round: int = 1, base: int = 0, sub: int = 0, deadline_in: float = 30.0, seed: int = 0) -> Task:
@@ -99,6 +101,17 @@ class Device:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """``predicate()``'s first truthy value, polled every 0.1 s; TimeoutError after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not met within {timeout} s")
 
 
 @contextmanager

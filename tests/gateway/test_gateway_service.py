@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-from gateway_peers import WAIT, Device
+from gateway_peers import WAIT, Device, wait_for
 
 from cloud.server import running
 from cloud.settings import CloudSettings
@@ -95,16 +95,6 @@ def gateway(broker: Broker, http: httpx.Client, state_dir: Path) -> Iterator[thr
         start = time.monotonic()
         thread.join(WAIT)
         assert not thread.is_alive() and time.monotonic() - start < 3, "gateway did not stop promptly"
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError("condition not met in time")
 
 
 def round_closed(http: httpx.Client, r: int) -> dict | None:

@@ -346,7 +346,8 @@ def test_a_real_mosquitto_accepts_the_printed_password_line(
 
 def test_a_site_toml_supplies_shared_settings(tmp_path: Path) -> None:
     (tmp_path / "site.toml").write_text(
-        '[device]\nbroker = "mqtt://192.168.10.1:1883"\nwifi_ssid = "site-net"\nwifi_password = "wifi-password"\n'
+        '[provision.device]\nbroker = "mqtt://192.168.10.1:1883"\n'
+        'wifi_ssid = "site-net"\nwifi_password = "wifi-password"\n'
     )
     for dev in ("dev1", "dev2"):
         code, output = provision("--config", "site.toml", "--id", dev, "--gateway", "gw0")

@@ -207,3 +207,15 @@ def test_refusals_on_an_existing_fleet_change_nothing(tmp_path: Path) -> None:
 def test_a_new_fleet_needs_its_endpoints(tmp_path: Path) -> None:
     result = runner.invoke(app, ["provision", "fleet", "--out", str(tmp_path / "F"), "--gateway", "gw0:1"])
     assert result.exit_code == 2 and "needs --broker" in result.output
+
+
+def test_progress_counts_every_device_once(tmp_path: Path) -> None:
+    from iotfl.provision_fleet import FleetProvisionSettings, provision_fleet
+
+    calls: list[tuple[int, int]] = []
+    settings = FleetProvisionSettings(
+        gateway=["gw0:3", "gw1:2"], broker="mqtt://127.0.0.1:1883", cloud="http://127.0.0.1:8000", out=tmp_path / "p"
+    )
+    provision_fleet(settings, progress=lambda n, total: calls.append((n, total)))
+    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert len(list((tmp_path / "p" / "devices").iterdir())) == 5
