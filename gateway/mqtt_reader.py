@@ -2,9 +2,12 @@
 
 paho spends more CPU per received packet than the whole ingest of an update (a ``recv`` per header byte, an object
 per message, a ``Condition`` per published ack), so the hot path has a client of its own: one thread reads the socket
-in large chunks, splits every complete PUBLISH off them at once (``gateway.mqtt_packets``), hands them to the batch
-handler (at most ``max_batch`` at a time), and then writes the batch's PUBACKs and the handler's replies (the
-gateway's acks, QoS 1 PUBLISH packets built by hand) in one ``sendall``.
+in large chunks, splits every complete PUBLISH off them at once (``gateway.mqtt_packets``) and queues them for the
+commit thread, which hands them to the batch handler (at most ``max_batch`` at a time, whatever queued meanwhile:
+the journal commits one batch while the reader parses the next). The commit thread passes each handled batch back
+through a queue and a wakeup socket the reader selects on; the reader alone writes the socket (TLS objects stay
+single-threaded): the batch's PUBACKs and the handler's replies (the gateway's acks, QoS 1 PUBLISH packets built by
+hand) in one ``sendall``. Batches are handled one at a time, in arrival order: the fold keeps the journal's order.
 
 Durability: a PUBACK goes out only after the handler returned, i.e. after the batch's journal commit; a message the
 handler flags False (the journal could not commit) gets none, so the broker redelivers it on the next connection.
@@ -19,7 +22,9 @@ taken as gone. Reconnects wait a full-jitter backoff like ``MqttLink``'s.
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import select
 import socket
 import ssl
 import threading
@@ -55,6 +60,9 @@ class Handled:
 
 
 BatchHandler = Callable[[list[tuple[str, bytes]]], Handled]
+
+
+_Up = tuple[str, bytes, int, float, int]
 
 
 class BrokerRefused(ConnectionError):
@@ -106,12 +114,25 @@ class UpReader:
         # Our replies' packet id → (topic, payload), until the broker PUBACKs them.
         self._inflight: dict[int, tuple[bytes, bytes]] = {}
         self._last_id = 0
+        # Reader → commit thread: (topic, payload, packet id, arrival, connection); None stops it.
+        self._work: queue.SimpleQueue[_Up | None] = queue.SimpleQueue()
+        # Commit thread → reader: handled batches, announced by a byte on the wakeup socket.
+        self._done: queue.SimpleQueue[tuple[list[_Up], Handled]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._committer: threading.Thread | None = None
+        self._conn = 0  # counts connections: a PUBACK goes only to the connection its message came on
 
     def start(self, timeout: float) -> bool:
         """Connect in the background (retrying by itself); True when subscribed within ``timeout`` seconds."""
         if self._thread is None:
             self._stopping.clear()
+            for pending in (self._work, self._done):  # left by a stop(): never PUBACKed, the broker redelivers them
+                while not pending.empty():
+                    pending.get()
             self._thread = threading.Thread(target=self._run, name="mqtt-up-reader", daemon=True)
+            self._committer = threading.Thread(target=self._commit_loop, name="mqtt-up-commit", daemon=True)
+            self._committer.start()
             self._thread.start()
         if not self.subscribed.wait(timeout):
             log.warning("up reader: broker %s not reachable yet; retrying in the background", self.address)
@@ -132,6 +153,10 @@ class UpReader:
         if self._thread is not None:
             self._thread.join(STOP_JOIN)
             self._thread = None
+        if self._committer is not None:
+            self._work.put(None)
+            self._committer.join(STOP_JOIN)
+            self._committer = None
 
     # --------------------------------------------------------------------------------------------------- connection
 
@@ -200,6 +225,7 @@ class UpReader:
             raise
         with self._write:
             self._sock = sock
+        self._conn += 1
         self.failures = 0
         self.connected.set()
         log.info("up reader connected to broker %s", address)
@@ -212,13 +238,20 @@ class UpReader:
             if data:
                 found, used = packets.split(data)
                 if found:
-                    self._dispatch(sock, found, last_in)
-                    last_out = time.monotonic()
+                    self._dispatch(found, last_in)
                 data = data[used:]
-            try:
-                chunk = sock.recv(READ_SIZE)
-            except (TimeoutError, ssl.SSLWantReadError):
-                chunk = None
+            # A TLS socket may hold decrypted bytes select cannot see.
+            buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            readable = [sock] if buffered else select.select([sock, self._wake_r], [], [], TICK)[0]
+            if self._wake_r in readable or not self._done.empty():
+                if self._answer(sock):
+                    last_out = time.monotonic()
+            chunk: bytes | None = None
+            if sock in readable:
+                try:
+                    chunk = sock.recv(READ_SIZE)
+                except (TimeoutError, ssl.SSLWantReadError):
+                    pass
             now = time.monotonic()
             if chunk is not None:
                 if not chunk:
@@ -237,19 +270,17 @@ class UpReader:
 
     # -------------------------------------------------------------------------------------------------------- batches
 
-    def _dispatch(self, sock: socket.socket, found: list[tuple[int, memoryview]], arrived: float) -> None:
-        ups: list[tuple[str, bytes, int]] = []
+    def _dispatch(self, found: list[tuple[int, memoryview]], arrived: float) -> None:
+        conn = self._conn
         for first, body in found:
             kind = first >> 4
             if kind == packets.PUBLISH:
                 topic, pid, payload = packets.parse_publish(first, body)
-                ups.append((str(topic, "utf-8", "replace"), bytes(payload), pid))
+                self._work.put((str(topic, "utf-8", "replace"), bytes(payload), pid, arrived, conn))
             elif kind == packets.PUBACK:
                 self._inflight.pop(packets.packet_id(body), None)
             elif kind == packets.SUBACK:
                 self._on_suback(body)
-        for start in range(0, len(ups), self.max_batch):
-            self._handle(sock, ups[start : start + self.max_batch], arrived)
 
     def _on_suback(self, body: memoryview) -> None:
         if len(body) < 3 or body[2] & 0x80:
@@ -261,22 +292,59 @@ class UpReader:
             except Exception:
                 log.exception("the up reader's subscription handler failed")
 
-    def _handle(self, sock: socket.socket, batch: list[tuple[str, bytes, int]], arrived: float) -> None:
+    def _commit_loop(self) -> None:
+        """The commit thread: the handler (judge, journal commit, fold) on whatever queued, ``max_batch`` at most."""
+        while True:
+            first = self._work.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._work.put(None)  # stop once this batch is handled
+                    break
+                batch.append(item)
+            try:
+                result = self.handler([(up[0], up[1]) for up in batch])
+            except Exception:
+                self.errors += 1
+                log.exception("handling %d update(s) on %r failed", len(batch), batch[0][0])
+                result = Handled([True] * len(batch), [])
+            self._done.put((batch, result))
+            try:
+                self._wake_w.send(b"!")
+            except BlockingIOError:
+                pass  # the reader has wakeups pending: it drains every handled batch on each
+
+    def _answer(self, sock: socket.socket) -> bool:
+        """Write the PUBACKs and replies of every handled batch (True if anything was written)."""
         try:
-            result = self.handler([(topic, payload) for topic, payload, _ in batch])
-        except Exception:
-            self.errors += 1
-            log.exception("handling %d update(s) on %r failed", len(batch), batch[0][0])
-            result = Handled([True] * len(batch), [])
-        ids = [pid for (_, _, pid), handled in zip(batch, result.flags, strict=True) if handled and pid]
-        withheld = sum(not handled for handled in result.flags)
-        # PUBACKs first: whoever sees a reply, the broker already has the PUBACK of the message it answers.
-        out = [packets.pubacks(ids), *(self._reply(topic, payload) for topic, payload in result.replies)]
-        self._send(sock, b"".join(out))
-        self.pubacked += len(ids)
-        self.withheld += withheld
-        if ids and self.on_puback is not None:  # after the write: counting never delays an ack
-            self.on_puback([time.monotonic() - arrived] * len(ids))
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        out: list[bytes] = []
+        waits: list[float] = []
+        now = time.monotonic()
+        while not self._done.empty():
+            batch, result = self._done.get()
+            ids = [up[2] for up, ok in zip(batch, result.flags, strict=True) if ok and up[2] and up[4] == self._conn]
+            # PUBACKs first: whoever sees a reply, the broker already has the PUBACK of the message it answers.
+            out.append(packets.pubacks(ids))
+            out.extend(self._reply(topic, payload) for topic, payload in result.replies)
+            self.pubacked += len(ids)
+            self.withheld += sum(not ok for ok in result.flags)
+            waits.extend(now - up[3] for up, ok in zip(batch, result.flags, strict=True) if ok and up[2])
+        data = b"".join(out)
+        if data:
+            self._send(sock, data)
+        if waits and self.on_puback is not None:  # after the write: counting never delays an ack
+            self.on_puback(waits)
+        return bool(data)
 
     def _reply(self, topic: str, payload: bytes) -> bytes:
         pid = self._last_id
