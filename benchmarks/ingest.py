@@ -28,7 +28,6 @@ import platform
 import shutil
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,9 @@ from flcore.messages import Task, Up  # noqa: E402
 from flcore.model import ModelSpec  # noqa: E402
 from flcore.quantize import quantize  # noqa: E402
 from flcore.topics import GatewayTopics  # noqa: E402
+from gateway import mqtt_packets  # noqa: E402
 from gateway.journal import Journal  # noqa: E402
+from gateway.mqtt_reader import Handled  # noqa: E402
 from gateway.node import GatewayNode  # noqa: E402
 from iotfl.broker import Broker, start_broker  # noqa: E402
 
@@ -113,29 +114,10 @@ def bench_task(deadline_in: float) -> Task:
 # -------------------------------------------------------------------------------------------------------- publisher
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = n >> 7, n & 0x7F
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _remaining_length(len(body)) + body
-
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack(">H", len(raw)) + raw
-
-
 def publish_packets(messages: list[tuple[str, bytes]]) -> list[bytes]:
     """MQTT 3.1.1 PUBLISH packets at QoS 1, packet ids 1, 2, … (wrapping below 65,536)."""
     return [
-        _packet(0x32, _utf8(topic) + struct.pack(">H", i % 0xFFFF + 1) + payload)
-        for i, (topic, payload) in enumerate(messages)
+        mqtt_packets.publish(topic.encode(), payload, i % 0xFFFF + 1) for i, (topic, payload) in enumerate(messages)
     ]
 
 
@@ -149,8 +131,7 @@ def publish_all(port: int, path: Path) -> None:
     packets = publish_packets(msgpack.unpackb(path.read_bytes(), use_list=False))
     sock = socket.create_connection(("127.0.0.1", port), timeout=PHASE_TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    connect = b"\x00\x04MQTT\x04\x02" + struct.pack(">H", 60) + _utf8(f"bench-pub-{os.getpid()}")
-    sock.sendall(_packet(0x10, connect))
+    sock.sendall(mqtt_packets.connect(f"bench-pub-{os.getpid()}", 60, clean=True, username=None, password=None))
     if sock.recv(4) != b"\x20\x02\x00\x00":
         raise RuntimeError("the broker refused the publisher's connection")
     acked = threading.Semaphore(PUBLISH_WINDOW)
@@ -176,7 +157,7 @@ def publish_all(port: int, path: Path) -> None:
         sock.sendall(packet)
     finished = done.wait(PHASE_TIMEOUT)
     seconds = time.perf_counter() - start
-    sock.sendall(b"\xe0\x00")  # DISCONNECT
+    sock.sendall(mqtt_packets.DISCONNECT)
     sock.close()
     print(json.dumps({"published": len(packets), "seconds": seconds, "complete": finished}), flush=True)
 
@@ -242,17 +223,17 @@ def gateway_phase(broker: Broker, path: Path, count: int, state_dir: Path) -> Ph
     node = GatewayNode(GW, parse_broker_url(broker.url), fleet=FLEET, quorum=count, journal=journal)
     node.open_sub_round(bench_task(PHASE_TIMEOUT))
     first = threading.Event()
-    on_message = node.link.client.on_message
+    handler = node.ups.handler
 
-    def timed(client: object, userdata: object, msg: object) -> None:
-        first.set()  # the clock starts when the first message reaches the gateway's code
-        on_message(client, userdata, msg)  # type: ignore[misc]
+    def timed(batch: list[tuple[str, bytes]]) -> Handled:
+        first.set()  # the clock starts when the first batch of updates reaches the gateway's code
+        return handler(batch)
 
-    node.link.client.on_message = timed
+    node.ups.handler = timed
     try:
         if not node.start(START_TIMEOUT):
             raise RuntimeError("the gateway did not subscribe")
-        link = node.link
+        link = node.ups
         with publisher(broker.port, path) as pub:
             deadline = time.monotonic() + PHASE_TIMEOUT
             first.wait(PHASE_TIMEOUT)

@@ -133,14 +133,13 @@ class Journal:
                 "INSERT INTO device_seq VALUES (?, ?) ON CONFLICT (dev) DO UPDATE SET seq = MAX(seq, excluded.seq)",
                 [(a.update.dev, a.update.seq) for a in accepted],
             )
+            fresh: list[tuple[object, ...]] = []  # inserted together: one statement per run of this round's updates
             for a in accepted:
                 up = a.update
                 if up.round == self.round:
-                    db.execute(
-                        "INSERT OR IGNORE INTO journal_updates VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (self.round, up.sub, up.dev, up.seq, a.topic, a.payload, now),
-                    )
+                    fresh.append((self.round, up.sub, up.dev, up.seq, a.topic, a.payload, now))
                     continue
+                self._insert_fresh(db, fresh)
                 # `after` places it behind the fresh updates committed before it, so a replay keeps arrival order.
                 (after,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM journal_updates").fetchone()
                 db.execute(
@@ -158,6 +157,14 @@ class Journal:
                         now,
                     ),
                 )
+            self._insert_fresh(db, fresh)
+
+    @staticmethod
+    def _insert_fresh(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+        """Insert (and forget) the pending rows of the journaled round's updates."""
+        if rows:
+            db.executemany("INSERT OR IGNORE INTO journal_updates VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            rows.clear()
 
     def closed(self, sub: int) -> None:
         if self.round is None:

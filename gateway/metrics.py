@@ -57,7 +57,7 @@ class GatewayMetrics:
         self._bytes.inc(size)
 
     def acknowledged(self, waits: list[float]) -> None:
-        """Observe each acknowledged update's wait from arrival to PUBACK (``MqttLink``'s ``on_puback``)."""
+        """Observe each acknowledged update's wait from arrival to PUBACK (``UpReader``'s ``on_puback``)."""
         for wait in waits:
             self._ingest.observe(wait)
 

@@ -2,8 +2,8 @@
 
 ``GatewayNode`` is the MQTT side of the gateway without the cloud, so tests (and the service) drive it directly:
 ``open_sub_round(task)`` → ``wait_closed(deadline)`` → ``close_sub_round()``. Every ingest, status and close
-decision happens under one ``threading.Condition``; the MQTT link's threads (paho's network thread for statuses,
-its ingest thread for batches of updates) notify it.
+decision happens under one ``threading.Condition``; paho's network thread (statuses) and the ``UpReader``'s thread
+(batches of updates, on a connection of their own) notify it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from gateway.device_keys import DeviceKeys
 from gateway.device_log import DeviceLog
 from gateway.journal import Journal
 from gateway.metrics import GatewayMetrics
-from gateway.mqtt import MAX_BATCH, Handled, MqttLink
+from gateway.mqtt import MqttLink
+from gateway.mqtt_reader import MAX_BATCH, Handled, UpReader
 from gateway.pause import Pause
 from gateway.roster import Roster
 from gateway.settings import GatewaySettings
@@ -104,7 +105,15 @@ class GatewayNode:
             on_connected=self._republish_task,
             optional=frozenset({DROPPED_TOPIC}),
             ca=broker_ca,
-            batched={self.topics.up_wildcard: self._on_ups},
+        )
+        # Updates come on a connection of their own, read by a lean client: paho's per-packet cost was the hot path.
+        self.ups = UpReader(
+            address,
+            f"iotfl-gw-{gw}-{worker}-up" if worker else f"iotfl-gw-{gw}-up",
+            self.topics.up_wildcard,
+            self._on_ups,
+            ca=broker_ca,
+            on_subscribed=self._republish_task,
             # The test hook counts arrivals update by update: batches of one keep its windows exact.
             max_batch=1 if self.pause.target is not None else MAX_BATCH,
             on_puback=self.metrics.acknowledged,
@@ -134,14 +143,22 @@ class GatewayNode:
         )
 
     def start(self, timeout: float = 10.0) -> bool:
-        """Connect and subscribe; True when subscribed within ``timeout`` (else paho keeps retrying)."""
+        """Connect and subscribe; True when subscribed within ``timeout`` (else both clients keep retrying)."""
         if self.journal is not None:
             seqs = self.journal.seqs()  # before any update arrives: a replayed old seq must not slip in
             with self.cond:
                 self.collector.remember_seqs(seqs)
-        return self.link.start(timeout)
+        started = time.monotonic()
+        control = self.link.start(timeout)
+        return self.ups.start(max(0.0, timeout - (time.monotonic() - started))) and control
+
+    @property
+    def connected(self) -> bool:
+        """Whether both connections (control traffic and updates) are up."""
+        return self.link.connected.is_set() and self.ups.connected.is_set()
 
     def stop(self) -> None:
+        self.ups.stop()
         self.link.stop()
         self.dedup.close()
 
@@ -176,13 +193,13 @@ class GatewayNode:
             }
             return self.device_log.seq, body
 
-    def publish_task(self, task: Task) -> paho.MQTTMessageInfo:
-        """Replace the retained task (also republished after every reconnect); the returned info tells when the
-        broker has it."""
+    def publish_task(self, task: Task) -> paho.MQTTMessageInfo | None:
+        """Replace the retained task (republished after every reconnect); the returned info tells when the broker has
+        it. Until both connections are up it is only kept (None): they publish it once updates have a subscriber."""
         payload = task.encode()
         with self.cond:
             self._task = payload
-        return self.link.publish(self.topics.task, payload, retain=True)
+        return self._republish_task()
 
     def open_sub_round(self, task: Task, replay: Iterable[tuple[str, bytes]] = (), publish: bool = True) -> None:
         """Start collecting for ``task``'s (round, sub); ``replay`` re-ingests journaled payloads first, then updates
@@ -322,11 +339,14 @@ class GatewayNode:
             self.device_log.on_status(dev, status, time.time())
             self.cond.notify_all()
 
-    def _republish_task(self) -> None:
+    def _republish_task(self) -> paho.MQTTMessageInfo | None:
+        """Publish the task once both connections are up (each calls this after its (re)connect): a device answers
+        the task at once, and a fresh session queues no update for the gateway before its SUBACK."""
+        if not (self.link.connected.is_set() and self.ups.subscribed.is_set()):
+            return None  # the other connection publishes it when it is up
         with self.cond:
             payload = self._task
-        if payload is not None:
-            self.link.publish(self.topics.task, payload, retain=True)
+        return None if payload is None else self.link.publish(self.topics.task, payload, retain=True)
 
 
 __all__ = ["GatewayNode"]

@@ -123,7 +123,7 @@ class RoundLoop:
         return {
             "gw": self.settings.id,
             "round": self.round,
-            "mqtt_connected": self.node.link.connected.is_set(),
+            "mqtt_connected": self.node.connected,
             "cloud_reachable": self._cloud_ok,
             "outbox_depth": self.outbox.depth(),
             "outbox_oldest_s": _rounded(self.outbox.oldest_age()),

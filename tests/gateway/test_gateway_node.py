@@ -110,9 +110,11 @@ def test_broker_restart_reconnects_resubscribes_and_republishes_the_task(mosquit
             assert a.ack().status == "accepted"
         mosquitto.kill()  # no persistence: the restarted broker lost the retained task and every session
         node.link.subscribed.clear()
+        node.ups.subscribed.clear()
         second = start_broker(port=mosquitto.port, prefer="mosquitto", workdir=tmp_path / "broker2")
         try:
             assert node.link.subscribed.wait(WAIT + 30), "gateway did not reconnect"
+            assert node.ups.subscribed.wait(WAIT + 30), "the gateway's up reader did not reconnect"
             with devices(second.url, "a", "b") as (a, b):
                 task = a.tasks.get(timeout=WAIT)  # republished after the reconnect
                 assert task.round == 1

@@ -82,7 +82,7 @@ def test_update_the_journal_cannot_commit_is_neither_acked_nor_pubacked(
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database: commits fail after busy_timeout
         a.send(make_up("a", seq=1))
         assert a.no_ack(within=1.5)
-        assert node.counters["journal_error"] == 1 and node.link.withheld == 1
+        assert node.counters["journal_error"] == 1 and node.ups.withheld == 1
         assert node.collector.sum is not None and node.collector.sum.k == 0  # nothing folded without the commit
         node.stop()
         blocker.execute("ROLLBACK")

@@ -111,7 +111,7 @@ def test_a_burst_is_acked_and_pubacked_once_each_after_its_commit(mosquitto: Bro
             assert node.collector.sum is not None and node.collector.sum.k == len(ids)
             replay = Journal(tmp_path, "gw0").begin(1, 0)
             assert replay is not None and sorted(t for t, _ in replay.ups[0]) == sorted(TOPICS.up(d) for d in ids)
-            assert node.link.pubacked == len(ids) and node.link.withheld == 0
+            assert node.ups.pubacked == len(ids) and node.ups.withheld == 0
         finally:
             node.stop()
     journal.close()
@@ -134,9 +134,9 @@ def test_a_burst_the_journal_cannot_commit_gets_no_ack_and_no_puback(
             for d in fleet:
                 d.client.publish(TOPICS.up(d.dev), make_up(d.dev, seq=1).encode(), qos=1)
             deadline = time.monotonic() + WAIT  # each failed commit waits out the 0.2 s busy timeout
-            while node.link.withheld < len(ids) and time.monotonic() < deadline:
+            while node.ups.withheld < len(ids) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert node.link.withheld == len(ids) and node.link.pubacked == 0
+            assert node.ups.withheld == len(ids) and node.ups.pubacked == 0
             assert all(d.no_ack(within=0.1) for d in fleet)
             assert node.collector.sum is not None and node.collector.sum.k == 0
             assert 1 <= node.counters["journal_error"] <= len(ids) and node.counters["accepted"] == 0
