@@ -149,7 +149,8 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the whole stack on this machine (broker, cloud, gateways, simulated fleet) over real MQTT and HTTP."""
-    from iotfl.demo import DemoSettings, run_demo
+    from iotfl.demo import run_demo
+    from iotfl.demo_settings import DemoSettings
 
     settings = settings_for(ctx, DemoSettings, config, locals())
     setup_logging(verbose)
