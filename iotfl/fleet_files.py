@@ -6,18 +6,14 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cloud.auth import token_hash
 from flcore.endpoints import is_loopback, parse_broker_url
+from iotfl.fleet_state import OPS_USER, DeviceSecrets, FleetState
 from iotfl.ota import manifest_topic
 from iotfl.provision import CA_NAME
 
-if TYPE_CHECKING:
-    from iotfl.provision_fleet import DeviceSecrets, FleetState
-
-OPS_USER = "ops"
 # The production tuning of deploy/mosquitto.conf (tests/iotfl/test_provision_fleet.py keeps the two in step).
 BROKER_TUNING = (
     ("persistence", "true"),
