@@ -42,7 +42,8 @@ from flcore.messages import Up
 from flcore.model import ModelSpec
 from flcore.quantize import quantize
 from flcore.topics import GatewayTopics
-from gateway.collector import Collector, SubRound
+from gateway.collector import Collector
+from gateway.verdicts import SubRound
 
 DIGITS_LAYERS = (64, 32, 10)  # the digits model iotfl.datasets builds: 8×8 pixels, one hidden layer of 32, 10 classes
 CHUNK = 256  # the cloud's default quantization chunk

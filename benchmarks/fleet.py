@@ -54,7 +54,7 @@ def train_anchor(devices: int, gateways: int, dataset: str, seed: int) -> dict[s
     from device_sim.trainer import train_local
     from flcore.model import ModelSpec
     from iotfl.datasets import load as load_dataset
-    from iotfl.demo import TRAINING_DEFAULTS
+    from iotfl.demo_settings import TRAINING_DEFAULTS
 
     data = load_dataset(dataset, seed)
     settings = FleetSettings(devices=devices, gateways=gateways, dataset=dataset, seed=seed, ram_mix=TRAINING_MIX)

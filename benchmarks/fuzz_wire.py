@@ -37,7 +37,8 @@ from rich.table import Table
 
 from flcore.errors import REASONS, WireError
 from flcore.messages import MAX_SAMPLES, Ack, Agg, Status, Task, Up
-from gateway.collector import Collector, SubRound
+from gateway.collector import Collector
+from gateway.verdicts import SubRound
 
 try:
     from benchmarks.fuzz_inputs import BASE, DEV, KEYS, ROUND, SUB, TOPICS, P, payloads, topics, valid_up

@@ -42,6 +42,7 @@ from flcore.robust import FEDAVG, Rows, RuleParams, aggregate, check_rule, robus
 from flcore.signing import verify
 from flcore.topics import GatewayTopics
 from gateway.dedup import DUPLICATE, Dedup, triage
+from gateway.verdicts import Accepted, Judged, RoundTotals, SubRound, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -58,82 +59,12 @@ MAX_PARKED = 10_000
 KeyRing = Callable[[str], bytes | None]
 
 
-@dataclass(frozen=True)
-class SubRound:
-    """The (round, sub) a gateway collects for, with the task's base version and the model's parameter count."""
-
-    round: int
-    sub: int
-    base: int
-    params: int
-
-
-@dataclass
-class RoundTotals:
-    """What one global round collected across its sub-rounds (the ``agg`` fields other than ``sum``)."""
-
-    round: int
-    base: int
-    devices: dict[str, int] = field(default_factory=dict)
-    k: int = 0
-    loss_weighted: float = 0.0
-    samples: int = 0
-    bytes_up: int = 0
-    stale: int = 0
-    stale_weight: float = 0.0
-
-    @property
-    def n(self) -> int:
-        """Samples of the distinct devices that contributed (a device counts once however many sub-rounds)."""
-        return sum(self.devices.values())
-
-    @property
-    def loss(self) -> float:
-        """Sample-weighted mean training loss over every accepted update of the round."""
-        return self.loss_weighted / self.samples if self.samples else float("nan")
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """An update accepted in a batch, with the topic and raw payload it came with (what the journal keeps)."""
-
-    update: Up
-    topic: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class _Judged:
-    """What the rules decided for one message before it is applied: an ``ack`` (None: park the update) and, once
-    decoded, the update (folded only when accepted)."""
-
-    dev: str
-    topic: str
-    payload: bytes
-    ack: Ack | None
-    update: Up | None = None
-    staleness: int = 0
-
-    @property
-    def accepted(self) -> bool:
-        return self.ack is not None and self.ack.status == "accepted"
-
-
 @dataclass
 class _Pending:
     """Dedup keys (round, dev, sub) and seqs of the updates accepted earlier in the batch being judged."""
 
     keys: set[tuple[int, str, int]] = field(default_factory=set)
     seqs: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The collector's answer: the device to ack, the ack, and the decoded update when it was accepted."""
-
-    dev: str
-    ack: Ack
-    update: Up | None = None
 
 
 class Collector:
@@ -272,7 +203,7 @@ class Collector:
             commit([Accepted(j.update, j.topic, j.payload) for j in accepted if j.update is not None])
         return [None if j is None else self._settle(j) for j in judged]
 
-    def _judge(self, topic: str, payload: bytes, journaled: bool, pending: _Pending) -> _Judged | None:
+    def _judge(self, topic: str, payload: bytes, journaled: bool, pending: _Pending) -> Judged | None:
         """Rules 1–5 without changing any state but the dropped-topic counter; ``pending`` holds the dedup keys and
         seqs of the updates accepted earlier in the same batch."""
         dev = self.topics.device_of(topic)
@@ -291,10 +222,10 @@ class Collector:
             )
         except WireError as exc:
             log.info("rejected update from %s: %s", dev, exc)
-            return _Judged(dev, topic, payload, Ack(exc.round, exc.seq, "rejected", exc.reason))
+            return Judged(dev, topic, payload, Ack(exc.round, exc.seq, "rejected", exc.reason))
 
-        def answer(status: str, reason: str) -> _Judged:
-            return _Judged(dev, topic, payload, Ack(up.round, up.seq, status, reason), up)
+        def answer(status: str, reason: str) -> Judged:
+            return Judged(dev, topic, payload, Ack(up.round, up.seq, status, reason), up)
 
         if up.enc not in self.encodings:
             log.info("rejected update from %s: encoding %s is not one of %s", dev, up.enc, sorted(self.encodings))
@@ -314,7 +245,7 @@ class Collector:
             return answer("rejected", "future_round")
         staleness = opening.round - up.round
         if self.closed and staleness == 0 and self._mode == "async" and len(self._parked) < MAX_PARKED:
-            return _Judged(dev, topic, payload, None, up)
+            return Judged(dev, topic, payload, None, up)
         if self.closed or not (staleness == 0 and up.sub >= opening.sub or self._takes_stale(staleness)):
             return answer("late", "late")
         # A stale update was trained from its own round's base, which can only be older than the open one.
@@ -323,15 +254,15 @@ class Collector:
             return answer("rejected", "base_mismatch")
         pending.keys.add(key)
         pending.seqs[up.dev] = max(up.seq, last_seq)
-        return _Judged(dev, topic, payload, Ack(up.round, up.seq, "accepted", ""), up, staleness)
+        return Judged(dev, topic, payload, Ack(up.round, up.seq, "accepted", ""), up, staleness)
 
-    def _triaged(self, shared: Dedup, judged: list[_Judged | None]) -> list[_Judged | None]:
+    def _triaged(self, shared: Dedup, judged: list[Judged | None]) -> list[Judged | None]:
         """A worker's judgements with what the shared store says (``gateway.dedup.triage``): None for no ack."""
         items = [
             None if j is None or j.ack is None or j.update is None else (j.ack.status, j.ack.reason, _key(j.update))
             for j in judged
         ]
-        out: list[_Judged | None] = []
+        out: list[Judged | None] = []
         for j, fate in zip(judged, triage(shared, items), strict=True):
             if fate is not None and j is not None and j.update is not None:
                 self.counters[fate] += fate != DUPLICATE  # a duplicate is counted with its ack
@@ -339,7 +270,7 @@ class Collector:
             out.append(j)
         return out
 
-    def _settle(self, judged: _Judged) -> Verdict | None:
+    def _settle(self, judged: Judged) -> Verdict | None:
         """Apply a judgement: count it, park or fold its update; the verdict to answer with (None when parked)."""
         if self.totals is not None:
             self.totals.bytes_up += len(judged.payload)
@@ -408,14 +339,10 @@ def _key(up: Up) -> tuple[int, int, str]:
 
 
 __all__ = [
-    "Accepted",
     "Collector",
     "DROPPED_TOPIC",
     "KeyRing",
     "MAX_STALENESS",
     "REMEMBERED_ROUNDS",
     "STALE",
-    "RoundTotals",
-    "SubRound",
-    "Verdict",
 ]

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flcore.messages import Up
-from gateway.collector import REMEMBERED_ROUNDS, Accepted
+from gateway.collector import REMEMBERED_ROUNDS
 from gateway.state_db import StateError, connect, state_path, transaction
+from gateway.verdicts import Accepted
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from flcore.messages import Status, Task
 from flcore.robust import FEDAVG, RuleParams
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
-from gateway.collector import JOURNAL_ERROR, Accepted, Collector, KeyRing, RoundTotals, SubRound
+from gateway.collector import JOURNAL_ERROR, Collector, KeyRing
 from gateway.dedup import Dedup, LocalDedup, open_dedup
 from gateway.device_keys import DeviceKeys
 from gateway.device_log import DeviceLog
@@ -38,6 +38,7 @@ from gateway.pause import Pause
 from gateway.roster import Roster
 from gateway.settings import GatewaySettings
 from gateway.state_db import StateError
+from gateway.verdicts import Accepted, RoundTotals, SubRound
 
 log = logging.getLogger(__name__)
 

@@ -110,3 +110,14 @@ def load_dataset(spec: str, seed: int) -> Any:
         return load(spec, seed)
     except ValueError as exc:
         fail(str(exc))
+
+
+# Robust aggregation (docs/robustness.md), the same options on the gateway, the cloud and the demo.
+AggregationOpt = Annotated[str, opt("Aggregation rule: fedavg | clip | trimmed-mean | median | krum.", "AGGREGATION")]
+ClipNormOpt = Annotated[float, opt("clip: bound on each update's L2 norm (0 = the round's median norm).", "CLIP_NORM")]
+TrimOpt = Annotated[float, opt("trimmed-mean: fraction of the updates trimmed at each end.", "TRIM")]
+KrumFOpt = Annotated[float, opt("krum: fraction of the updates assumed hostile.", "KRUM_F")]
+# Update encodings (flcore.encodings, docs/protocol.md "Encodings").
+TopkOpt = Annotated[
+    float, opt("topk: fraction of the delta's values each update keeps (0 < F ≤ 1).", "TOPK", min=1e-6, max=1)
+]

@@ -25,7 +25,7 @@ COMMON = "common"
 # The table of each command that reads settings, and its settings class (imported only when asked for: the cloud's
 # and the simulator's live in extras). docs/configuration.md is checked against these by tests/iotfl/test_config_doc.py.
 SECTIONS = {
-    "demo": "iotfl.demo:DemoSettings",
+    "demo": "iotfl.demo_settings:DemoSettings",
     "cloud": "cloud.settings:CloudSettings",
     "gateway": "gateway.settings:GatewaySettings",
     "fleet": "device_sim.settings:FleetSettings",

@@ -13,7 +13,6 @@ Device names: ``--gateway gw0:20`` means gateway gw0 has 20 devices in total; th
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -21,15 +20,23 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from cloud.auth import token_hash
-from flcore.endpoints import is_loopback, parse_broker_url
+from flcore.endpoints import parse_broker_url
 from flcore.topics import check_id, is_valid_id
-from iotfl.ota import manifest_topic
+from iotfl.fleet_files import (
+    acl_text,
+    cloud_env,
+    gateway_env,
+    keys_json,
+    mosquitto_conf,
+    ops_env,
+    passwd_text,
+    server_hosts,
+)
+from iotfl.fleet_state import OPS_USER, DeviceSecrets, FleetState, GatewaySecrets, Login
 from iotfl.pki import KeyPair, cert_hosts, new_ca, server_cert, signed_by
 from iotfl.provision import (
     CA_NAME,
@@ -39,125 +46,13 @@ from iotfl.provision import (
     ProvisionError,
     device_config,
     fleet_ota_key,
-    generate_password,
-    passwd_line,
     write_private,
 )
 
 STATE_NAME = "fleet.json"
-STATE_VERSION = 1
-OPS_USER = "ops"
 HMAC_BYTES = 32
 TOKEN_BYTES = 32
-# The production tuning of deploy/mosquitto.conf (tests/iotfl/test_provision_fleet.py keeps the two in step).
-BROKER_TUNING = (
-    ("persistence", "true"),
-    ("persistence_location", "/var/lib/mosquitto/"),
-    ("autosave_interval", "10"),
-    ("persistent_client_expiration", "7d"),
-    ("max_queued_messages", "20000"),
-    ("max_queued_bytes", "268435456"),
-    ("max_inflight_messages", "100"),
-    ("message_size_limit", "1048576"),
-    ("set_tcp_nodelay", "true"),
-    ("sys_interval", "10"),
-)
 _SPEC = re.compile(r"(?P<gw>[^:=]+)(?::(?P<count>\d+)|=(?P<devs>.*))?")
-
-
-@dataclass
-class Login:
-    """A broker login: the password (given to the client) and its mosquitto password-file line (kept so that a
-    re-run writes the same salt, i.e. the same file)."""
-
-    password: str
-    passwd: str
-
-    @classmethod
-    def new(cls, user: str) -> Login:
-        password = generate_password()
-        return cls(password, passwd_line(user, password))
-
-
-@dataclass
-class DeviceSecrets:
-    login: Login
-    hmac: str  # 64 hex digits, the device's update-signing key
-
-
-@dataclass
-class GatewaySecrets:
-    login: Login
-    token: str  # bearer token for the cloud, which keeps only its sha256
-    devices: dict[str, DeviceSecrets] = field(default_factory=dict)
-
-
-@dataclass
-class FleetState:
-    """What ``fleet.json`` holds: the endpoints and every secret of the fleet."""
-
-    fleet: str
-    broker: str
-    cloud: str
-    ops: Login
-    gateways: dict[str, GatewaySecrets] = field(default_factory=dict)
-
-    def device_gateway(self) -> dict[str, str]:
-        return {dev: gw for gw, g in self.gateways.items() for dev in g.devices}
-
-    def users(self) -> set[str]:
-        return {OPS_USER, *self.gateways, *self.device_gateway()}
-
-    def to_json(self) -> str:
-        def login(x: Login) -> dict[str, str]:
-            return {"password": x.password, "passwd": x.passwd}
-
-        data = {
-            "v": STATE_VERSION,
-            "fleet": self.fleet,
-            "broker": self.broker,
-            "cloud": self.cloud,
-            "ops": login(self.ops),
-            "gateways": {
-                gw: {
-                    **login(g.login),
-                    "token": g.token,
-                    "devices": {d: {**login(s.login), "hmac": s.hmac} for d, s in g.devices.items()},
-                }
-                for gw, g in self.gateways.items()
-            },
-        }
-        return json.dumps(data, indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> FleetState:
-        """Parse ``fleet.json``; ValueError naming what is wrong."""
-        try:
-            data = json.loads(text)
-            if data.get("v") != STATE_VERSION:
-                raise ValueError(f"unsupported version {data.get('v')!r}")
-
-            def login(x: dict[str, Any], user: str) -> Login:
-                if not x["passwd"].startswith(f"{user}:$7$") or not x["password"]:
-                    raise ValueError(f"the login of {user!r} is damaged")
-                return Login(str(x["password"]), str(x["passwd"]))
-
-            gateways = {}
-            for gw, g in data["gateways"].items():
-                devices = {}
-                for dev, d in g["devices"].items():
-                    bytes.fromhex(d["hmac"])
-                    devices[check_id(dev, "device id")] = DeviceSecrets(login(d, dev), str(d["hmac"]))
-                gateways[check_id(gw, "gateway id")] = GatewaySecrets(login(g, gw), str(g["token"]), devices)
-            return cls(
-                check_id(data["fleet"], "fleet"),
-                str(data["broker"]),
-                str(data["cloud"]),
-                login(data["ops"], OPS_USER),
-                gateways,
-            )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"missing or mistyped entry {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -341,152 +236,6 @@ def plan(
 # -- rendering (pure) ----------------------------------------------------------------------------------------
 
 
-def server_hosts(url: str) -> list[str]:
-    """The names a server certificate for ``url`` covers: its host plus localhost and 127.0.0.1."""
-    host = urlsplit(url).hostname or ""
-    return list(dict.fromkeys([host, "localhost", "127.0.0.1"]))
-
-
-def acl_text(state: FleetState) -> str:
-    """The mosquitto ACL: patterns where ``%u`` states a rule exactly, one ``user`` block per client elsewhere."""
-    f = state.fleet
-    ota = manifest_topic(f).rsplit("/", 1)[0]
-    lines = [
-        f"# iotfl broker ACL of fleet {f}: generated by `iotfl provision fleet` (re-running it rewrites this file).",
-        "# No `topic` line precedes the first `user` line, so an anonymous client may do nothing at all.",
-        "",
-        "# Each device publishes only its own status (also its Last Will): user names are the device ids, and",
-        "# gateways and the ops user never share a name with a device. The rest depends on the device's gateway,",
-        "# which %u cannot express: one `user` block per device below (its update, its gateway's task, its own",
-        "# acks, the fleet's firmware updates).",
-        f"pattern write iotfl/{f}/dev/%u/status",
-        "",
-        "# The ops user (tools): publish firmware updates, watch the devices.",
-        f"user {OPS_USER}",
-        f"topic readwrite {ota}/#",
-        f"topic read iotfl/{f}/dev/+/status",
-    ]
-    for gw, g in state.gateways.items():
-        lines += [
-            "",
-            f"# --- gateway {gw}: its own subtree (task, up/+, ack/+), every status, the broker's drop counter",
-            f"user {gw}",
-            f"topic readwrite iotfl/{f}/gw/{gw}/#",
-            f"topic read iotfl/{f}/dev/+/status",
-            "topic read $SYS/broker/publish/messages/dropped",
-        ]
-        for dev in g.devices:
-            lines += [
-                f"user {dev}",
-                f"topic write iotfl/{f}/gw/{gw}/up/{dev}",
-                f"topic read iotfl/{f}/gw/{gw}/task",
-                f"topic read iotfl/{f}/gw/{gw}/ack/{dev}",
-                f"topic read {ota}/#",
-            ]
-    return "\n".join(lines) + "\n"
-
-
-def passwd_text(state: FleetState) -> str:
-    lines = [state.ops.passwd]
-    for g in state.gateways.values():
-        lines.append(g.login.passwd)
-        lines += [d.login.passwd for d in g.devices.values()]
-    return "\n".join(lines) + "\n"
-
-
-def mosquitto_conf(state: FleetState, broker_dir: Path) -> str:
-    """The broker's config: the production tuning, logins and ACL, and one listener (TLS ≥ 1.2 for mqtts://)."""
-    address = parse_broker_url(state.broker)
-    if is_loopback(address.host):
-        bind = " 127.0.0.1"
-    else:
-        try:
-            bind = f" {ipaddress.ip_address(address.host)}"
-        except ValueError:
-            bind = ""  # a host name: every interface
-    lines = [
-        f"# iotfl broker of fleet {state.fleet}: generated by `iotfl provision fleet` (re-running it rewrites it).",
-        "# The tuning is deploy/mosquitto.conf's; see the comments there and docs/security.md.",
-        "per_listener_settings false",
-        *(f"{k} {v}" for k, v in BROKER_TUNING),
-        "allow_anonymous false",
-        f"password_file {broker_dir / 'passwd'}",
-        f"acl_file {broker_dir / 'acl'}",
-        f"listener {address.port}{bind}",
-    ]
-    if address.tls:
-        lines += [
-            f"cafile {broker_dir / CA_NAME}",
-            f"certfile {broker_dir / 'server.crt'}",
-            f"keyfile {broker_dir / 'server.key'}",
-            "tls_version tlsv1.2",
-        ]
-    else:
-        lines.insert(2, "# PLAIN-TEXT listener (mqtt://): passwords cross the network in clear. For a local demo only.")
-    lines += ["log_dest stderr", "log_type error", "log_type warning", "log_type notice", "connection_messages true"]
-    return "\n".join(lines) + "\n"
-
-
-def _env(pairs: list[tuple[str, object]], head: str) -> str:
-    return head + "".join(f"{k}={v}\n" for k, v in pairs)
-
-
-def gateway_env(state: FleetState, gw: str, gateway_dir: Path) -> str:
-    g = state.gateways[gw]
-    address = parse_broker_url(state.broker)
-    scheme = "mqtts" if address.tls else "mqtt"
-    pairs: list[tuple[str, object]] = [
-        ("IOTFL_ID", gw),
-        ("IOTFL_FLEET", state.fleet),
-        ("IOTFL_BROKER", f"{scheme}://{gw}:{g.login.password}@{address.host}:{address.port}"),
-        ("IOTFL_CLOUD", state.cloud),
-        ("IOTFL_TOKEN", g.token),
-        ("IOTFL_DEVICE_KEYS", gateway_dir / "device-keys.json"),
-    ]
-    if address.tls:
-        pairs.append(("IOTFL_BROKER_CA", gateway_dir / CA_NAME))
-    if state.cloud.startswith("https:"):
-        pairs.append(("IOTFL_CLOUD_CA", gateway_dir / CA_NAME))
-    head = f"# iotfl gateway {gw} of fleet {state.fleet}: generated by `iotfl provision fleet`. Secrets: keep 0600.\n"
-    return _env(pairs, head)
-
-
-def cloud_env(state: FleetState, cloud_dir: Path) -> str:
-    parts = urlsplit(state.cloud)
-    tls = parts.scheme == "https"
-    host = parts.hostname or ""
-    pairs: list[tuple[str, object]] = [
-        ("IOTFL_HOST", "127.0.0.1" if is_loopback(host) else "0.0.0.0"),
-        ("IOTFL_PORT", parts.port or (443 if tls else 80)),
-        ("IOTFL_FLEET", state.fleet),
-        # only the sha256 of each token: a stolen cloud.env lets nobody post as a gateway
-        ("IOTFL_GATEWAY_TOKEN_HASHES", ",".join(f"{gw}={token_hash(g.token)}" for gw, g in state.gateways.items())),
-    ]
-    if tls:
-        pairs += [("IOTFL_TLS_CERT", cloud_dir / "server.crt"), ("IOTFL_TLS_KEY", cloud_dir / "server.key")]
-    return _env(pairs, f"# iotfl cloud of fleet {state.fleet}: generated by `iotfl provision fleet`.\n")
-
-
-def ops_env(state: FleetState, out: Path) -> str:
-    address = parse_broker_url(state.broker)
-    scheme = "mqtts" if address.tls else "mqtt"
-    pairs: list[tuple[str, object]] = [
-        ("IOTFL_FLEET", state.fleet),
-        ("IOTFL_BROKER", f"{scheme}://{OPS_USER}:{state.ops.password}@{address.host}:{address.port}"),
-        ("IOTFL_OTA_KEY_FILE", out / "ota.key"),
-    ]
-    if address.tls:
-        pairs.append(("IOTFL_TLS_CA", out / "ca" / CA_NAME))
-    return _env(pairs, f"# the ops login of fleet {state.fleet} (e.g. for `iotfl ota publish`). Secrets: keep 0600.\n")
-
-
-def keys_json(devices: dict[str, DeviceSecrets]) -> str:
-    return json.dumps({dev: s.hmac for dev, s in devices.items()}, indent=2, sort_keys=True) + "\n"
-
-
-# -- files ---------------------------------------------------------------------------------------------------
-
-
 def _write(path: Path, text: str, private: bool) -> None:
     """Atomically write ``text`` (mode 0600 or 0644) unless the file already holds exactly that."""
     try:
@@ -619,11 +368,8 @@ __all__ = [
     "FleetState",
     "Generator",
     "GatewaySpec",
-    "OPS_USER",
     "STATE_NAME",
-    "acl_text",
     "load_state",
-    "mosquitto_conf",
     "parse_gateway_spec",
     "plan",
     "provision_fleet",

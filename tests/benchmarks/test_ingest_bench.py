@@ -10,7 +10,8 @@ from pathlib import Path
 
 from benchmarks.ingest import QUICK_MESSAGES, TOPICS, make_messages, publish_packets
 from flcore.messages import Up
-from gateway.collector import Collector, SubRound
+from gateway.collector import Collector
+from gateway.verdicts import SubRound
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ingest.py"
 

@@ -19,8 +19,9 @@ from flcore.messages import Task, Up
 from flcore.model import ModelSpec
 from flcore.quantize import quantize
 from flcore.topics import GatewayTopics
-from gateway.collector import Collector, SubRound
+from gateway.collector import Collector
 from gateway.node import GatewayNode
+from gateway.verdicts import SubRound
 from iotfl.broker import Broker
 
 KEY = bytes(range(100, 132))

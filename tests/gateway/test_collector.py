@@ -10,7 +10,8 @@ import pytest
 from gateway_peers import P, make_up
 
 from flcore.topics import GatewayTopics
-from gateway.collector import REMEMBERED_ROUNDS, Collector, SubRound
+from gateway.collector import REMEMBERED_ROUNDS, Collector
+from gateway.verdicts import SubRound
 
 TOPICS = GatewayTopics("default", "gw0")
 

@@ -11,8 +11,9 @@ from gateway_peers import P, make_up
 
 from flcore.fedbuff import MAX_STALENESS, staleness_weight
 from flcore.topics import GatewayTopics
-from gateway.collector import Collector, SubRound
+from gateway.collector import Collector
 from gateway.journal import Journal
+from gateway.verdicts import SubRound
 
 TOPICS = GatewayTopics("default", "gw0")
 

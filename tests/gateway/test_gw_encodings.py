@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from flcore.encodings import ACCEPTED_BY_DEFAULT, ENCODINGS, F32, INT4, INT8, TOPK, encode
 from flcore.messages import Up
 from flcore.topics import GatewayTopics
-from gateway.collector import Collector, SubRound
+from gateway.collector import Collector
 from gateway.settings import GatewaySettings
+from gateway.verdicts import SubRound
 
 TOPICS = GatewayTopics("default", "gw0")
 

@@ -15,10 +15,11 @@ from gateway_peers import WAIT, P, devices, make_task, make_up
 from flcore.endpoints import parse_broker_url
 from flcore.topics import GatewayTopics
 from gateway import state_db
-from gateway.collector import Accepted, Collector, SubRound
+from gateway.collector import Collector
 from gateway.journal import Journal
 from gateway.mqtt import TopicFilter
 from gateway.node import GatewayNode
+from gateway.verdicts import Accepted, SubRound
 from iotfl.broker import Broker
 
 TOPICS = GatewayTopics("default", "gw0")

@@ -12,9 +12,10 @@ from pydantic import ValidationError
 from flcore.fedbuff import staleness_weight
 from flcore.quantize import dequantize
 from flcore.topics import GatewayTopics
-from gateway.collector import Collector, SubRound
+from gateway.collector import Collector
 from gateway.journal import Journal
 from gateway.settings import GatewaySettings
+from gateway.verdicts import SubRound
 
 TOPICS = GatewayTopics("default", "gw0")
 HONEST = [f"d{i}" for i in range(6)]

@@ -15,9 +15,10 @@ from gateway_peers import P, devices, make_task, make_up, started_node
 
 from flcore.messages import Ack, Up
 from flcore.topics import GatewayTopics
-from gateway.collector import Collector, SubRound
+from gateway.collector import Collector
 from gateway.device_keys import DeviceKeys, DeviceKeysError
 from gateway.journal import Journal
+from gateway.verdicts import SubRound
 from iotfl.broker import Broker
 
 T0 = int(time.time() * 1000)  # a signing device's first seq: unix milliseconds

@@ -12,7 +12,8 @@ import pytest
 from rich.console import Console
 
 from iotfl.datasets import load
-from iotfl.demo import DemoSettings, run_demo
+from iotfl.demo import run_demo
+from iotfl.demo_settings import DemoSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

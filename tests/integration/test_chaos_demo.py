@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from iotfl.cli import app
 from iotfl.datasets import load
-from iotfl.demo import DemoSettings, run_demo
+from iotfl.demo import run_demo
+from iotfl.demo_settings import DemoSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from rich.console import Console
 
-from iotfl.demo import DemoSettings, follow_rounds, start_stack
+from iotfl.demo import follow_rounds, start_stack
+from iotfl.demo_settings import DemoSettings
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, select
 
 from cloud.storage import AggregateRow
 from iotfl.datasets import load
-from iotfl.demo import DemoSettings, run_demo
+from iotfl.demo import run_demo
+from iotfl.demo_settings import DemoSettings
 from iotfl.privacy import epsilon
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

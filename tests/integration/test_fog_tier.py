@@ -12,7 +12,7 @@ import pytest
 from scaleout_harness import stack_logs, start_cloud, wait_round_closed
 
 from iotfl.broker import free_port
-from iotfl.demo import DemoSettings
+from iotfl.demo_settings import DemoSettings
 from iotfl.stack import Stack, wait_healthy
 
 pytestmark = pytest.mark.integration

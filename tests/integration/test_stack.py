@@ -20,7 +20,8 @@ from device_sim.settings import FleetSettings
 from flcore.model import ModelSpec
 from flcore.resources import can_train
 from iotfl.datasets import load
-from iotfl.demo import DemoSettings, follow_rounds, start_stack
+from iotfl.demo import follow_rounds, start_stack
+from iotfl.demo_settings import DemoSettings
 
 pytestmark = pytest.mark.integration
 

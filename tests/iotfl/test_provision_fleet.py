@@ -114,7 +114,7 @@ def test_acl_rules(tmp_path: Path) -> None:
 
 
 def test_broker_tuning_matches_deploy_config() -> None:
-    from iotfl.provision_fleet import BROKER_TUNING
+    from iotfl.fleet_files import BROKER_TUNING
 
     deploy = {}
     for line in (REPO / "deploy" / "mosquitto.conf").read_text().splitlines():
