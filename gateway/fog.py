@@ -99,8 +99,10 @@ class FogNode:
         """``accepted``, ``carried``, ``duplicate``, ``late``, ``future_round`` or ``base_mismatch``."""
         with self.lock:
             opening = self.open
-            if child in self.closed.get(agg.round, ()) or child in self.known.get(agg.round, ()) or (
-                opening is not None and opening.info.round == agg.round and child in opening.reported
+            if (
+                child in self.closed.get(agg.round, ())
+                or child in self.known.get(agg.round, ())
+                or (opening is not None and opening.info.round == agg.round and child in opening.reported)
             ):
                 return "duplicate"
             if opening is None:

@@ -13,8 +13,8 @@ from flcore.fedbuff import staleness_weight
 from flcore.messages import Agg
 from gateway.cloud_client import CloudClient, Model, RoundInfo
 from gateway.fog import FogNode
-from gateway.fog_store import FogStore
 from gateway.fog_http import FogServer
+from gateway.fog_store import FogStore
 from gateway.outbox import Outbox
 
 LAYERS = (4, 3, 2)
@@ -142,9 +142,7 @@ def test_a_restarted_fog_rebuilds_the_open_round_and_knows_what_it_accepted(node
     np.testing.assert_allclose(agg.sum, np.full(P, 6.0), rtol=1e-6)
 
 
-def test_a_round_an_earlier_run_never_forwarded_is_queued_once_upstream_moved_on(
-    node: FogNode, tmp_path: Path
-) -> None:
+def test_a_round_an_earlier_run_never_forwarded_is_queued_once_upstream_moved_on(node: FogNode, tmp_path: Path) -> None:
     assert node.submit("site0", _agg("site0", 1, 0, 30, 3, 2.0)) == "accepted"
     node.store.close()
     again = _fog(tmp_path)
