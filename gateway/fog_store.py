@@ -8,16 +8,11 @@ folded into it (``rows``) and its idempotency sets from the keys (``keys``); row
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from flcore.messages import Agg
 from gateway.collector import REMEMBERED_ROUNDS
-from gateway.state_db import connect, state_path, transaction
+from gateway.state_db import StatePart
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fog_children (
@@ -35,13 +30,11 @@ class Folded:
     weight: float
 
 
-class FogStore:
+class FogStore(StatePart):
     """The accepted child aggregates of one fog node. Thread-safe."""
 
-    def __init__(self, directory: Path, fog: str) -> None:
-        self.path = state_path(Path(directory), fog)
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+    SCHEMA = SCHEMA
+    WHAT = "fog store"
 
     def accept(self, child: str, agg: Agg, into: tuple[int, int, str], weight: float) -> bool:
         """Commit ``agg`` folded into ``into`` = (round, base, model digest); False when (child, round) is known."""
@@ -76,20 +69,6 @@ class FogStore:
         with self._transaction(write=False) as db:
             found = db.execute("SELECT DISTINCT into_round, into_base, model FROM fog_children ORDER BY into_round")
             return [(int(r), int(b), str(m)) for r, b, m in found]
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._db is None:
-                self._db = connect(self.path, SCHEMA)
-            with transaction(self._db, write, f"fog store {self.path}") as db:
-                yield db
 
 
 __all__ = ["FogStore", "Folded"]
