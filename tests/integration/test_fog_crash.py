@@ -10,11 +10,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from scaleout_harness import stack_logs, start_cloud, wait_round_closed
+from scaleout_harness import spawn_fog, stack_logs, start_cloud, wait_round_closed
 
 from flcore.messages import Agg
 from gateway.cloud_client import CloudClient, CloudError, RoundInfo
-from iotfl.broker import free_port
 from iotfl.stack import Stack, wait_healthy
 
 pytestmark = pytest.mark.integration
@@ -28,29 +27,8 @@ def test_a_killed_fog_keeps_the_aggregate_it_acknowledged(tmp_path: Path) -> Non
     cloud = start_cloud(
         stack, tmp_path, {"region0": region}, rounds=1, round_timeout=ROUND_TIMEOUT, extra=["--min-gateways", "1"]
     )
-    port = free_port()
-    fog = f"http://127.0.0.1:{port}"
     try:
-        stack.spawn(
-            "region0",
-            [
-                "fog",
-                "--id",
-                "region0",
-                "--cloud",
-                cloud,
-                "--token",
-                region,
-                "--port",
-                str(port),
-                "--round-timeout",
-                str(ROUND_TIMEOUT),
-                "--state-dir",
-                str(tmp_path / "region0"),
-                *(f"--child-token={c}={t}" for c, t in tokens.items()),
-            ],
-        )
-        wait_healthy(fog, stack, timeout=30)
+        fog = spawn_fog(stack, tmp_path, cloud, region, tokens, round_timeout=ROUND_TIMEOUT)
         site0, site1 = (CloudClient(fog, tokens[c]) for c in ("site0", "site1"))
         info = _open_round(site0, stack)
         site1.current()  # site1 is live and silent, so the fog keeps the round open for it
