@@ -8,8 +8,8 @@ aggregate of a round the fog already closed is carried into the open round weigh
 cloud does), or refused ``late`` when none is open; ``future_round`` and ``base_mismatch`` likewise. The HTTP side is
 ``gateway.fog_http``; this module holds the rules and the round loop.
 
-Children's aggregates live in memory until the fog forwards the round: a fog node that crashes mid-round loses
-them (the children already got their 200), unlike a device gateway's journal. docs/scale-out.md says so.
+Each accepted child aggregate is committed to ``gateway.fog_store`` before the child gets its 200; a restarted fog
+rebuilds the open round's sums and its idempotency sets from there, and queues any round it never forwarded.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from flcore.fedavg import WeightedSum
 from flcore.fedbuff import staleness_weight
 from flcore.messages import Agg
 from gateway.cloud_client import CloudClient, CloudError, Model, RoundInfo
+from gateway.fog_store import FogStore, Folded
 from gateway.forwarder import Forwarder
 from gateway.outbox import Outbox
 from gateway.service import model_digest
@@ -40,7 +41,7 @@ class _Open:
     """The round the fog collects for: its upstream info and model, and what the children posted."""
 
     info: RoundInfo
-    model: Model
+    digest: str
     acc: WeightedSum
     reported: set[str] = field(default_factory=set)
     bytes_up: int = 0
@@ -55,6 +56,7 @@ class FogNode:
         fog_id: str,
         upstream: CloudClient,
         outbox: Outbox,
+        store: FogStore,
         stop: threading.Event,
         *,
         round_timeout: float,
@@ -64,6 +66,7 @@ class FogNode:
         self.id = fog_id
         self.upstream = upstream
         self.outbox = outbox
+        self.store = store
         self.stop = stop
         self.round_timeout = round_timeout
         self.forward_margin = forward_margin
@@ -75,6 +78,8 @@ class FogNode:
         self.open: _Open | None = None
         self.closed: dict[int, set[str]] = {}  # forwarded rounds → the children counted in them (idempotency)
         self.seen: dict[str, float] = {}  # child → last check-in (time.time())
+        self.known = store.keys()  # what an earlier run accepted (idempotency across a restart)
+        self.recovered = False
 
     # --- what the HTTP side calls ---------------------------------------------------------------------------------
 
@@ -94,8 +99,10 @@ class FogNode:
         """``accepted``, ``carried``, ``duplicate``, ``late``, ``future_round`` or ``base_mismatch``."""
         with self.lock:
             opening = self.open
-            if child in self.closed.get(agg.round, ()) or (
-                opening is not None and opening.info.round == agg.round and child in opening.reported
+            if (
+                child in self.closed.get(agg.round, ())
+                or child in self.known.get(agg.round, ())
+                or (opening is not None and opening.info.round == agg.round and child in opening.reported)
             ):
                 return "duplicate"
             if opening is None:
@@ -106,13 +113,9 @@ class FogNode:
             if agg.round == opening.info.round and staleness != 0 or agg.round < opening.info.round and staleness <= 0:
                 return "base_mismatch"
             weight = staleness_weight(staleness) if staleness else 1.0
-            opening.acc.add_sum(weight * np.asarray(agg.sum, dtype=np.float64), agg.n, agg.k, agg.loss)
-            opening.bytes_up += agg.bytes_up
-            opening.devices.update(agg.devices)
-            if agg.round == opening.info.round:
-                opening.reported.add(child)
-            else:
-                self.closed.setdefault(agg.round, set()).add(child)
+            if not self.store.accept(child, agg, (opening.info.round, opening.info.base, opening.digest), weight):
+                return "duplicate"
+            self._fold(opening, Folded(child, agg, weight))
             log.info("child %s round %d: k=%d n=%d (weight %.3f)", child, agg.round, agg.k, agg.n, weight)
             return "accepted" if staleness == 0 else "carried"
 
@@ -143,6 +146,9 @@ class FogNode:
         """Take the upstream's round and model: close the open round when it may, open the upstream's."""
         with self.lock:
             self.info, self.model = info, model
+            if not self.recovered:
+                self._recover(info, model.w.size)
+                self.recovered = True
             opening = self.open
             if opening is not None and (info.round != opening.info.round or self._may_close(opening, now)):
                 self._close(opening)
@@ -153,13 +159,41 @@ class FogNode:
                 and model.version == info.base
                 and info.round not in self.closed
             ):
-                self.open = _Open(info, model, WeightedSum(model.w.size))
+                digest = model_digest(model.w)
+                if self.outbox.state_of(info.round, info.base, digest) is not None:
+                    self.closed.setdefault(info.round, set())  # an earlier run forwarded it already
+                    return
+                self.open = self._reopen(info, digest, model.w.size)
                 log.info(
                     "round %d opened: base %d, children close by %.1f s",
                     info.round,
                     info.base,
                     self._close_by(info) - now,
                 )
+
+    def _fold(self, opening: _Open, folded: Folded) -> None:
+        agg = folded.agg
+        opening.acc.add_sum(folded.weight * np.asarray(agg.sum, dtype=np.float64), agg.n, agg.k, agg.loss)
+        opening.bytes_up += agg.bytes_up
+        opening.devices.update(agg.devices)
+        if agg.round == opening.info.round:
+            opening.reported.add(folded.child)
+        else:
+            self.closed.setdefault(agg.round, set()).add(folded.child)
+
+    def _reopen(self, info: RoundInfo, digest: str, size: int) -> _Open:
+        """A round as the store holds it: the aggregates an earlier run accepted into it folded in again."""
+        opening = _Open(info, digest, WeightedSum(size))
+        for folded in self.store.rows(info.round, info.base, digest):
+            self._fold(opening, folded)
+        return opening
+
+    def _recover(self, info: RoundInfo, size: int) -> None:
+        """Queue the rounds an earlier run accepted aggregates into but never forwarded (it stopped before)."""
+        for rnd, base, digest in self.store.rounds():
+            if rnd < info.round and self.outbox.state_of(rnd, base, digest) is None:
+                log.info("round %d: forwarding what an earlier run accepted and never forwarded", rnd)
+                self._close(self._reopen(replace(info, round=rnd, base=base), digest, size))
 
     def _close_by(self, info: RoundInfo) -> float:
         return info.deadline - self.forward_margin
@@ -187,7 +221,7 @@ class FogNode:
             opening.bytes_up,
             tuple(sorted(opening.devices)),
         )
-        self.outbox.put(agg, model_digest(opening.model.w))
+        self.outbox.put(agg, opening.digest)
         self.forwarder.wake()
         log.info(
             "round %d closed: %d child(ren) %s, k=%d n=%d, queued upstream",

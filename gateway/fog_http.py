@@ -23,6 +23,7 @@ from flcore.schema import WIRE_VERSION, pack
 from gateway.cloud_client import CloudClient
 from gateway.fog import FogNode
 from gateway.fog_settings import FogSettings
+from gateway.fog_store import FogStore
 from gateway.outbox import Outbox
 from gateway.service import HTTP_TIMEOUT
 
@@ -141,10 +142,12 @@ def run_fog(settings: FogSettings, stop: threading.Event) -> None:
     """Serve the children and forward their rounds upward until ``stop`` is set."""
     upstream = CloudClient(settings.cloud, settings.token, timeout=HTTP_TIMEOUT, ca=settings.cloud_ca)
     outbox = Outbox(settings.state_dir, settings.id)
+    store = FogStore(settings.state_dir, settings.id)
     node = FogNode(
         settings.id,
         upstream,
         outbox,
+        store,
         stop,
         round_timeout=settings.round_timeout,
         forward_margin=settings.forward_margin,
@@ -167,6 +170,7 @@ def run_fog(settings: FogSettings, stop: threading.Event) -> None:
         server.stop()
         upstream.close()
         outbox.close()
+        store.close()
         log.info("fog gateway %s stopped", settings.id)
 
 

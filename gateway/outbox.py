@@ -7,16 +7,11 @@ and counts (its body is dropped) so a restarted gateway knows the round was forw
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from flcore.messages import Agg
-from gateway.state_db import connect, state_path, transaction
+from gateway.state_db import StatePart
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -43,13 +38,11 @@ class Entry:
     queued_at: float
 
 
-class Outbox:
+class Outbox(StatePart):
     """Pending and recently finished ``agg`` posts of one gateway, oldest round first. Thread-safe."""
 
-    def __init__(self, directory: Path, gw: str) -> None:
-        self.path = state_path(Path(directory), gw)
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+    SCHEMA = SCHEMA
+    WHAT = "gateway outbox"
 
     def put(self, agg: Agg, model: str = "") -> bool:
         """Commit ``agg`` as pending; False when this (round, base, model) is already there (pending or finished).
@@ -118,20 +111,6 @@ class Outbox:
         if row is None or (int(row[0]), str(row[1])) != (base, model):
             return None
         return PENDING if row[2] == PENDING else str(row[3])
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._db is None:
-                self._db = connect(self.path, SCHEMA)
-            with transaction(self._db, write, f"gateway outbox {self.path}") as db:
-                yield db
 
 
 __all__ = ["DONE", "Entry", "Outbox", "PENDING"]

@@ -8,6 +8,7 @@ outbox) opens its own connection; SQLite serializes their writes and ``busy_time
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +55,33 @@ def transaction(db: sqlite3.Connection, write: bool, what: str) -> Iterator[sqli
         raise
 
 
+class StatePart:
+    """One part of the state database (journal, outbox, fog store): a lazily opened connection, used by one thread
+    at a time. Subclasses set ``SCHEMA`` and ``WHAT`` (how errors name the part)."""
+
+    SCHEMA = ""
+    WHAT = "gateway state"
+
+    def __init__(self, directory: Path, gw: str) -> None:
+        self.path = state_path(Path(directory), gw)
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._db is None:
+                self._db = connect(self.path, self.SCHEMA)
+            with transaction(self._db, write, f"{self.WHAT} {self.path}") as db:
+                yield db
+
+
 def _rollback(db: sqlite3.Connection) -> None:
     if db.in_transaction:
         try:
@@ -62,4 +90,4 @@ def _rollback(db: sqlite3.Connection) -> None:
             pass  # the connection is unusable anyway; the error that got us here is what gets reported
 
 
-__all__ = ["StateError", "connect", "state_path", "transaction"]
+__all__ = ["StateError", "StatePart", "connect", "state_path", "transaction"]

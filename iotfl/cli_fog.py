@@ -32,7 +32,10 @@ def fog_cmd(
     forward_margin: Annotated[
         float, opt("Children see the upstream deadline this many seconds earlier.", "FORWARD_MARGIN")
     ] = 4.0,
-    state_dir: Annotated[Path, opt("Where the outbox of rounds to forward lives.", "STATE_DIR")] = Path("."),
+    state_dir: Annotated[
+        Path,
+        opt("Where the state file lives: accepted child aggregates and the outbox of rounds to forward.", "STATE_DIR"),
+    ] = Path("."),
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

@@ -14,6 +14,7 @@ from flcore.messages import Agg
 from gateway.cloud_client import CloudClient, Model, RoundInfo
 from gateway.fog import FogNode
 from gateway.fog_http import FogServer
+from gateway.fog_store import FogStore
 from gateway.outbox import Outbox
 
 LAYERS = (4, 3, 2)
@@ -32,18 +33,23 @@ def _agg(gw: str, rnd: int, base: int, n: int, k: int, value: float, loss: float
     return Agg(gw, rnd, base, n, k, np.full(P, value, dtype=np.float32), loss, 10 * k, (f"{gw}-d0",))
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> FogNode:
+def _fog(state_dir: Path) -> FogNode:
     upstream = CloudClient("http://127.0.0.1:9", "unused")  # never called: the tests drive follow() themselves
-    fog = FogNode(
+    return FogNode(
         "region0",
         upstream,
-        Outbox(tmp_path, "region0"),
+        Outbox(state_dir, "region0"),
+        FogStore(state_dir, "region0"),
         threading.Event(),
         round_timeout=30,
         forward_margin=4,
         poll_interval=0.5,
     )
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> FogNode:
+    fog = _fog(tmp_path)
     fog.follow(_info(1), _model(0), now=100.0)
     for child in ("site0", "site1"):
         fog.checkin(child)
@@ -118,3 +124,30 @@ def test_the_http_api_answers_children_as_the_cloud_does(node: FogNode) -> None:
         child.close()
     finally:
         server.stop()
+
+
+def test_a_restarted_fog_rebuilds_the_open_round_and_knows_what_it_accepted(node: FogNode, tmp_path: Path) -> None:
+    assert node.submit("site0", _agg("site0", 1, 0, 30, 3, 2.0, loss=1.0)) == "accepted"
+    node.store.close()  # the process dies here: nothing forwarded, nothing but the state file remains
+    again = _fog(tmp_path)
+    assert again.submit("site0", _agg("site0", 1, 0, 30, 3, 9.0)) == "duplicate"  # before the round reopened too
+    again.follow(_info(1), _model(0), now=101.0)
+    again.checkin("site0")
+    assert again.submit("site0", _agg("site0", 1, 0, 30, 3, 9.0)) == "duplicate"
+    assert again.submit("site1", _agg("site1", 1, 0, 10, 1, 4.0, loss=3.0)) == "accepted"
+    again.follow(_info(1), _model(0), now=102.0)
+    entry = again.outbox.next()
+    assert entry is not None and (entry.round, entry.k, entry.n) == (1, 4, 40)
+    agg = Agg.decode(entry.body)
+    np.testing.assert_allclose(agg.sum, np.full(P, 6.0), rtol=1e-6)
+
+
+def test_a_round_an_earlier_run_never_forwarded_is_queued_once_upstream_moved_on(node: FogNode, tmp_path: Path) -> None:
+    assert node.submit("site0", _agg("site0", 1, 0, 30, 3, 2.0)) == "accepted"
+    node.store.close()
+    again = _fog(tmp_path)
+    again.follow(_info(2), _model(1), now=200.0)
+    entry = again.outbox.next()
+    assert entry is not None and (entry.round, entry.base, entry.k, entry.n) == (1, 0, 3, 30)
+    again.follow(_info(2), _model(1), now=201.0)
+    assert again.outbox.depth() == 1  # queued once, not per poll

@@ -39,6 +39,35 @@ def start_cloud(
     return url
 
 
+def spawn_fog(
+    stack: Stack, workdir: Path, cloud: str, token: str, children: dict[str, str], *, round_timeout: float
+) -> str:
+    """Spawn ``iotfl fog`` as ``region0`` (state in ``workdir/region0``) serving ``children``; its URL once healthy."""
+    port = free_port()
+    stack.spawn(
+        "region0",
+        [
+            "fog",
+            "--id",
+            "region0",
+            "--cloud",
+            cloud,
+            "--token",
+            token,
+            "--port",
+            str(port),
+            "--round-timeout",
+            str(round_timeout),
+            "--state-dir",
+            str(workdir / "region0"),
+            *(f"--child-token={child}={secret}" for child, secret in children.items()),
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, stack, timeout=30)
+    return url
+
+
 def wait_round_closed(url: str, rnd: int, stack: Stack, timeout: float) -> dict:
     """``GET /api/v1/rounds/{rnd}`` once the round closed (every child still alive), else AssertionError."""
     end = time.monotonic() + timeout

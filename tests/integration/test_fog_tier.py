@@ -9,11 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from scaleout_harness import stack_logs, start_cloud, wait_round_closed
+from scaleout_harness import spawn_fog, stack_logs, start_cloud, wait_round_closed
 
-from iotfl.broker import free_port
 from iotfl.demo_settings import DemoSettings
-from iotfl.stack import Stack, wait_healthy
+from iotfl.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -55,28 +54,8 @@ def _run(broker: str, workdir: Path, fog: bool) -> dict:
     try:
         upstream = ["--cloud", cloud]
         if fog:
-            port = free_port()
-            stack.spawn(
-                "region0",
-                [
-                    "fog",
-                    "--id",
-                    "region0",
-                    "--cloud",
-                    cloud,
-                    "--token",
-                    region["region0"],
-                    "--port",
-                    str(port),
-                    "--round-timeout",
-                    str(ROUND_TIMEOUT + 15),
-                    "--state-dir",
-                    str(workdir / "region0"),
-                    *(f"--child-token={gw}={tok}" for gw, tok in sites.items()),
-                ],
-            )
-            upstream = ["--parent", f"http://127.0.0.1:{port}"]
-            wait_healthy(upstream[1], stack, timeout=30)
+            fog_url = spawn_fog(stack, workdir, cloud, region["region0"], sites, round_timeout=ROUND_TIMEOUT + 15)
+            upstream = ["--parent", fog_url]
         for gw, token in sites.items():
             stack.spawn(
                 gw,
