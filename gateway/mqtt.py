@@ -95,7 +95,8 @@ class MqttLink:
         self.delays: list[float] = []  # the last reconnect waits drawn (seconds)
         self._rng = rng or random.Random()
         self._stopping = False
-        # A persistent session keeps QoS1 updates queued at the broker while the gateway reconnects.
+        # A persistent session keeps the QoS 1 statuses published while the gateway reconnects (updates have their
+        # own session: gateway.mqtt_reader).
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
