@@ -65,6 +65,8 @@ class ModelRow(Base):
     accuracy: Mapped[float] = mapped_column(Double)
     loss: Mapped[float] = mapped_column(Double)
     created_at: Mapped[float] = mapped_column(Double)
+    # The server optimizer's state after producing this version (flcore.server_opt); None for plain FedAvg.
+    opt_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class RoundRow(Base):
@@ -83,6 +85,11 @@ class RoundRow(Base):
     train_loss: Mapped[float | None] = mapped_column(Double, nullable=True)
     accuracy: Mapped[float | None] = mapped_column(Double, nullable=True)
     loss: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # Mean accuracy on the devices' local held-out splits: their personal models, the global model they trained
+    # from, and how many devices reported them (None when no device did).
+    p_accuracy: Mapped[float | None] = mapped_column(Double, nullable=True)
+    l_accuracy: Mapped[float | None] = mapped_column(Double, nullable=True)
+    p_devices: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class AggregateRow(Base):
@@ -107,6 +114,10 @@ class AggregateRow(Base):
     received_at: Mapped[float] = mapped_column(Double)
     counted_in: Mapped[int] = mapped_column(Integer, index=True)
     weight: Mapped[float] = mapped_column(Double, default=1.0)
+    # Σ n per parameter of the devices that trained it (float32; width-sliced devices train a part), None = all n.
+    cover: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The gateway's sums of its devices' local accuracies (flcore.messages.Agg ``pers``), None when none reported.
+    pers: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
 
 
 class GatewayRow(Base):
