@@ -45,7 +45,7 @@ class OptParams:
             if value is None and field == "lr":
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not ok:
-                raise ValueError(f"server {field} must be {want}, got {value!r}")
+                raise ValueError(f"server_{field} must be {want}, got {value!r}")
 
     @property
     def eta(self) -> float:
