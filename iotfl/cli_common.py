@@ -121,7 +121,7 @@ KrumFOpt = Annotated[float, opt("krum: fraction of the updates assumed hostile."
 ServerOptOpt = Annotated[str, opt("Server optimizer: fedavg | fedavgm | fedadam | fedyogi.", "SERVER_OPT")]
 ServerLrOpt = Annotated[
     float | None,
-    opt("Server learning rate η [default: per optimizer: fedavg 1, fedavgm 0.1, fedadam/fedyogi 0.01].", "SERVER_LR"),
+    opt("Server learning rate η [default: per optimizer: fedavg 1, fedavgm 0.5, fedadam/fedyogi 0.05].", "SERVER_LR"),
 ]
 ServerMomentumOpt = Annotated[float, opt("fedavgm: momentum β; fedadam/fedyogi: β1 (0 ≤ β < 1).", "SERVER_MOMENTUM")]
 ServerBeta2Opt = Annotated[float, opt("fedadam/fedyogi: β2 of the second moment (0 ≤ β2 < 1).", "SERVER_BETA2")]
