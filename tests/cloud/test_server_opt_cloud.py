@@ -102,3 +102,10 @@ def test_cli_refuses_bad_server_optimizer_values() -> None:
         for command in ("cloud", "demo"):
             result = CliRunner().invoke(app, [command, *flags, "--rounds", "1"])
             assert result.exit_code == 2 and word in result.output, (command, flags, result.output)
+
+
+def test_iotfl_status_shows_the_server_optimizer(start_cloud: StartCloud) -> None:
+    cloud = start_cloud(server_opt="fedyogi")
+    result = CliRunner().invoke(app, ["status", "--cloud", cloud.url], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "server fedyogi (lr 0.05)" in result.output.splitlines()[0]
