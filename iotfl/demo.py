@@ -24,6 +24,7 @@ from flcore.fedbuff import MAX_STALENESS
 from iotfl.broker import free_port, start_broker
 from iotfl.chaos import ProcessChaos, chaos_section, load_aggregates, reconcile
 from iotfl.demo_settings import DemoSettings
+from iotfl.energy_report import demo_energy, print_energy
 from iotfl.stack import Stack, StackError, wait_for_devices, wait_for_exit, wait_healthy
 from iotfl.status import history_table
 
@@ -99,6 +100,8 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             "--alpha",
             str(settings.alpha),
             "--battery" if settings.battery else "--no-battery",
+            "--energy-policy",
+            settings.energy_policy,
             "--report",
             str(report),
             *(["--chaos", str(plan.for_fleet())] if plan.for_fleet() else []),
@@ -281,7 +284,9 @@ def build_report(
     if fleet is not None:
         report["battery"] = fleet.get("battery_by_round")
         # the fleet's own privacy section is superseded by the demo's, which knows the run's rounds
-        report["fleet"] = {k: v for k, v in fleet.items() if k not in ("battery_by_round", "privacy")}
+        report["fleet"] = {k: v for k, v in fleet.items() if k not in ("battery_by_round", "privacy", "energy")}
+    if fleet is not None and "energy" in fleet:
+        report["energy"] = demo_energy(fleet, dataset, rounds, settings.rounds, settings.seed)
     if settings.dp_clip > 0:
         from iotfl.privacy import privacy_section, releases
 
@@ -321,6 +326,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             f"{privacy['clip']:g}, noise ×{privacy['noise_multiplier']:g}, at most {privacy['releases']} updates "
             "per device, sampling rate 1"
         )
+    if "energy" in report:
+        print_energy(report["energy"], console)
     battery = report.get("battery")
     if battery:
         items = sorted(battery.items(), key=lambda kv: int(kv[0]))
