@@ -24,6 +24,7 @@ from flcore.model import ModelSpec
 Profile = Literal["none", "trickle", "solar"]
 EnergyPolicy = Literal["naive", "aware"]
 ENERGY_POLICIES: tuple[EnergyPolicy, ...] = ("naive", "aware")
+NO_CHARGE = 1e-9  # a gain below this is none (the solar profile's sin(π) is 1e-16, not 0)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class BatteryModel:
         if self.mean_recharge <= 0:
             return self.period
         dark = 0
-        while dark < self.period and self.recharge_at(round + 1 + dark) <= 0:
+        while dark < self.period and self.recharge_at(round + 1 + dark) <= NO_CHARGE:
             dark += 1
         return dark
 
