@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from device_sim.policy import decide_task, shuffle_seed, skip_state
 from device_sim.population import DeviceProfile, build_population
 from device_sim.report import DeviceReport, FleetReport
 from device_sim.settings import FleetSettings
-from device_sim.update import make_up
+from device_sim.update import make_up, spend_and_seal
 from flcore.datasets import Dataset
 from flcore.encodings import encode
 from flcore.endpoints import parse_broker_url
@@ -159,6 +160,7 @@ class BatchedFleet:
         self._lock = threading.Condition()  # guards the members' state, the pending tasks and ``done``
         self._pending: dict[str, Task] = {}
         self._last: dict[str, tuple[int, int]] = {}
+        self._task_bytes: dict[str, int] = {}  # each gateway's newest task's size, for energy accounting
         self.done: set[str] = set()
 
     def run(self) -> FleetReport:
@@ -211,6 +213,7 @@ class BatchedFleet:
             elif self._last.get(gw) is None or (task.round, task.sub) > self._last[gw]:
                 self._last[gw] = (task.round, task.sub)
                 self._pending[gw] = task  # a newer task supersedes one not yet trained
+                self._task_bytes[gw] = len(payload)
             self._lock.notify_all()
 
     def on_ack(self, dev: str, payload: bytes) -> None:
@@ -256,11 +259,18 @@ class BatchedFleet:
                 with self._lock:
                     m.battery.recharge(task.round)
                     reason = decide_task(
-                        task, ram_class=m.profile.ram_class, battery=m.battery, duty=s.duty, dev=m.dev, seed=s.seed
+                        task,
+                        ram_class=m.profile.ram_class,
+                        battery=m.battery,
+                        duty=s.duty,
+                        dev=m.dev,
+                        seed=s.seed,
+                        samples=len(m.profile.indices),
+                        rx_bytes=self._task_bytes.get(gw, 0),
                     )
                     if reason is not None:
-                        m.battery.spend_message()
-                        m.report.record_skip(reason, task.round, m.battery.level)
+                        m.battery.spend_skip()
+                        m.report.record_skip(reason, task.round, m.battery)
                 if reason is None:
                     chosen.append((m, task))
                 else:
@@ -306,17 +316,18 @@ class BatchedFleet:
             with self._lock:
                 if self._last.get(m.profile.gw) != (task.round, task.sub) or m.profile.gw in self.done:
                     continue  # superseded while training: the gateway has moved on
-                m.battery.spend_training()
-                m.battery.spend_message()
                 m.seq += 1
-                n, level, ram = len(m.profile.indices), m.battery.level, m.profile.ram_class
+                n, seq, loss, ram = len(m.profile.indices), m.seq, float(losses[i]), m.profile.ram_class
                 body, m.residual = encode(deltas[i], task.enc or s.enc, task.chunk, task.topk or s.topk, m.residual)
-                up = make_up(
-                    m.dev, task, n, float(losses[i]), m.seq, body, level=level, train_ms=train_ms, ram=ram, fw=s.fw
-                )
-                payload = up.encode(key=m.key)
+                make = partial(make_up, m.dev, task, n, loss, seq, body, train_ms=train_ms, ram=ram, fw=s.fw)
+                sealed = spend_and_seal(m.battery, task, n, self._task_bytes.get(m.profile.gw, 0), make, m.key)
+                if sealed is None:
+                    m.report.record_round(task.round, m.battery, trained=False)
+                    log.info("%s: battery ran out in round %d before its update went out; dead", m.dev, task.round)
+                    continue
+                up, payload = sealed
                 m.report.trainings += 1
-                m.report.record_round(task.round, m.battery.level, trained=True)
+                m.report.record_round(task.round, m.battery, trained=True)
                 m.report.count_send(payload)
                 m.report.updates.append([task.round, task.sub, up.seq, None])
             self.outbox.add(Kept(m.dev, m.profile.gw, up.seq, task.round, task.sub, payload, self._due()))
@@ -334,7 +345,7 @@ class BatchedFleet:
             m = self.members[kept.dev]
             with self._lock:
                 m.report.resends += 1
-                m.battery.spend_message()
+                m.battery.spend_message(len(kept.payload))
                 m.report.count_send(kept.payload)
             self.links[kept.gw].publish_up(kept.dev, kept.payload)
         for kept in gave_up:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from device_sim.outbox import Outbox, Pending
 from device_sim.policy import decide_task, skip_state
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
-from device_sim.update import local_delta, make_up
+from device_sim.update import local_delta, make_up, spend_and_seal
 from flcore.encodings import encode
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
@@ -101,6 +102,7 @@ class SimDevice:
         self._residual: np.ndarray | None = None  # topk error feedback: the part of past deltas not sent yet
         self._last_key: tuple[int, int] | None = None
         self._next: Task | None = None
+        self._task_bytes: dict[tuple[int, int], int] = {}  # (round, sub) -> the task's size, for energy accounting
         self._scheduled = False
         self._own_net = net is None
         self._net = NetLoop(name=f"iotfl-net-{dev}") if net is None else net
@@ -248,6 +250,7 @@ class SimDevice:
                 self._last_key = key
                 # Updates of older tasks stay in the outbox: the gateway answers them late or duplicate.
                 self._next = task
+                self._task_bytes = {key: len(payload)}  # only the newest task is ever trained
                 schedule, self._scheduled = not self._scheduled, True
         if task.done:
             self._emit("done")
@@ -291,12 +294,20 @@ class SimDevice:
         s = self.settings
         with self._lock:
             self.battery.recharge(task.round)
+            rx_bytes = self._task_bytes.get((task.round, task.sub), 0)
             reason = decide_task(
-                task, ram_class=self.ram_class, battery=self.battery, duty=s.duty, dev=self.dev, seed=s.seed
+                task,
+                ram_class=self.ram_class,
+                battery=self.battery,
+                duty=s.duty,
+                dev=self.dev,
+                seed=s.seed,
+                samples=len(self.y),
+                rx_bytes=rx_bytes,
             )
             if reason is not None:
-                self.battery.spend_message()
-                self.report.record_skip(reason, task.round, self.battery.level)
+                self.battery.spend_skip()
+                self.report.record_skip(reason, task.round, self.battery)
         if reason is not None:
             status = self._status(skip_state(reason), round=task.round, sub=task.sub, skip=reason)
             self._client.publish(self.status_topic, status.encode(), qos=1, retain=True)
@@ -309,25 +320,18 @@ class SimDevice:
                 return  # superseded while training: the gateway has moved on
             enc, fraction = task.enc or s.enc, task.topk or s.topk
             body, self._residual = encode(delta, enc, task.chunk, fraction, self._residual)
-            self.battery.spend_training()
-            self.battery.spend_message()
             self._seq += 1
-            level = self.battery.level
-            up = make_up(
-                self.dev,
-                task,
-                len(self.y),
-                loss,
-                self._seq,
-                body,
-                level=level,
-                train_ms=train_ms,
-                ram=self.ram_class,
-                fw=s.fw,
-            )
-            pending = Pending(up.seq, task.round, task.sub, up.encode(key=self.key))
+            n, seq, ram = len(self.y), self._seq, self.ram_class
+            make = partial(make_up, self.dev, task, n, loss, seq, body, train_ms=train_ms, ram=ram, fw=s.fw)
+            sealed = spend_and_seal(self.battery, task, n, rx_bytes, make, self.key)
+            if sealed is None:
+                self.report.record_round(task.round, self.battery, trained=False)
+                log.info("%s: battery ran out in round %d before its update went out; dead", self.dev, task.round)
+                return
+            up, payload = sealed
+            pending = Pending(up.seq, task.round, task.sub, payload)
             self.report.trainings += 1
-            self.report.record_round(task.round, self.battery.level, trained=True)
+            self.report.record_round(task.round, self.battery, trained=True)
             delay = task.deadline + SLOW_MARGIN - time.time() if self.slow else 0.0
             if delay > 0:
                 self._delayed.add(self._net.call_later(delay, self._send, pending))
@@ -362,7 +366,7 @@ class SimDevice:
             if self._stopped:
                 return
             self.report.resends += 1
-            self.battery.spend_message()
+            self.battery.spend_message(len(pending.payload))
             self.report.count_send(pending.payload)
         self._client.publish(self.topics.up(self.dev), pending.payload, qos=1)
         self._emit("resend", round=pending.round, seq=pending.seq)

@@ -7,6 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from device_sim.battery import Battery
+
+ENERGY_KINDS = ("tx", "rx", "compute", "idle")
+
 
 @dataclass
 class DeviceReport:
@@ -30,17 +34,28 @@ class DeviceReport:
     vanished: bool = False
     battery_by_round: dict[int, tuple[float, int]] = field(default_factory=dict)
     updates: list[list[Any]] = field(default_factory=list)
+    energy_by_round: dict[int, list[float]] = field(default_factory=dict)  # joules [tx, rx, compute, idle]
+    died: int | None = None  # the round in which its store ran out (energy accounting)
 
-    def record_round(self, rnd: int, level: float, trained: bool) -> None:
-        """The battery ``level`` after round ``rnd``, and one more training in it when ``trained``."""
+    def record_round(self, rnd: int, battery: Battery, trained: bool) -> None:
+        """The ``battery`` after round ``rnd`` (its level, and with energy accounting the joules spent and whether
+        it died), and one more training in it when ``trained``."""
+        level = battery.level
         _, before = self.battery_by_round.get(rnd, (0.0, 0))
         self.battery_by_round[rnd] = (round(level, 4), before + int(trained))
         self.battery = level
+        if battery.energy is not None:
+            spent = battery.take_spent()
+            joules = self.energy_by_round.setdefault(rnd, [0.0, 0.0, 0.0, 0.0])
+            for i, value in enumerate((spent.tx, spent.rx, spent.compute, spent.idle)):
+                joules[i] += value
+            if battery.dead and self.died is None:
+                self.died = rnd
 
-    def record_skip(self, reason: str, rnd: int, level: float) -> None:
-        """A task of round ``rnd`` declined for ``reason``; ``level`` is the battery after it."""
+    def record_skip(self, reason: str, rnd: int, battery: Battery) -> None:
+        """A task of round ``rnd`` declined for ``reason``; ``battery`` as after it."""
         self.skips[reason] = self.skips.get(reason, 0) + 1
-        self.record_round(rnd, level, trained=False)
+        self.record_round(rnd, battery, trained=False)
 
     def count_send(self, payload: bytes) -> None:
         """One ``up`` published (a first send or a re-send)."""
@@ -105,7 +120,24 @@ class FleetReport:
             }
         return out
 
+    @property
+    def energy_by_round(self) -> dict[int, dict[str, float | int]]:
+        """Per round with energy accounting: the fleet's joules by kind and the devices still alive after it."""
+        rounds = sorted({r for d in self.devices for r in d.energy_by_round})
+        out: dict[int, dict[str, float | int]] = {}
+        for r in rounds:
+            sums = np.sum([d.energy_by_round.get(r, [0.0] * 4) for d in self.devices], axis=0)
+            row: dict[str, float | int] = {k: round(float(v), 4) for k, v in zip(ENERGY_KINDS, sums, strict=True)}
+            row["alive"] = sum(d.died is None or d.died > r for d in self.devices)
+            out[r] = row
+        return out
+
     def to_dict(self) -> dict[str, Any]:
+        energy = self.energy_by_round
+        extra: dict[str, Any] = {}
+        if energy:
+            died = {d.dev: d.died for d in self.devices if d.died is not None}
+            extra["energy"] = {"by_round": {str(r): v for r, v in energy.items()}, "died": died}
         return {
             "seconds": round(self.seconds, 3),
             "stopped": self.stopped,
@@ -117,6 +149,7 @@ class FleetReport:
             "chaos": self.chaos,
             "attackers": sorted(self.attackers),
             "process": self.process,
+            **extra,
             "per_device": [
                 {
                     "dev": d.dev,
@@ -134,10 +167,11 @@ class FleetReport:
                     "connects": d.connects,
                     "vanished": d.vanished,
                     "updates": d.updates,
+                    "died": d.died,
                 }
                 for d in self.devices
             ],
         }
 
 
-__all__ = ["DeviceReport", "FleetReport"]
+__all__ = ["ENERGY_KINDS", "DeviceReport", "FleetReport"]

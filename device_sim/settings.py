@@ -12,6 +12,7 @@ from device_sim.attack import parse_attack
 from device_sim.battery import BatteryModel, Profile
 from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.encodings import DEFAULT_TOPK, INT8, check_encoding
+from flcore.energy import EnergyModel
 from flcore.resources import RAM_CLASSES
 from flcore.signing import KeyFileError, parse_key_file
 from flcore.topics import check_id
@@ -57,6 +58,24 @@ class FleetSettings(BaseSettings):
         "trickle", description="none | trickle (constant) | solar (day/night over solar_period rounds, same mean)."
     )
     solar_period: int = Field(12, ge=1, description="Rounds per simulated day of the solar profile.")
+    energy_policy: Literal["off", "naive", "aware"] = Field(
+        "off",
+        description="off: the fraction costs above; naive | aware: the battery drains by joules (flcore.energy: "
+        "bytes, multiply-accumulates, sleep) and a device trains by that policy (naive: charge >= floor; aware: "
+        "keeps a reserve and throttles to the recharge); recharge is then a fraction of battery_j per round.",
+    )
+    battery_j: float = Field(
+        EnergyModel().capacity_j,
+        gt=0,
+        allow_inf_nan=False,
+        description="Energy store in joules with energy accounting (default: a 1,000 mAh 3.7 V LiPo).",
+    )
+    round_s: float = Field(
+        EnergyModel().round_s,
+        ge=0,
+        allow_inf_nan=False,
+        description="Simulated seconds per round with energy accounting: the deep sleep a round costs.",
+    )
     duty: float = Field(
         1.0, ge=0, le=1, description="Duty cycle: fraction of tasks a device wakes for (sleeping ones skip 'duty')."
     )
@@ -216,6 +235,10 @@ class FleetSettings(BaseSettings):
             recharge=self.recharge,
             profile=self.recharge_profile,
             period=self.solar_period,
+            energy=None
+            if self.energy_policy == "off"
+            else EnergyModel(capacity_j=self.battery_j, round_s=self.round_s),
+            policy="naive" if self.energy_policy == "naive" else "aware",
         )
 
 

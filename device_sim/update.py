@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from device_sim.attack import Attack
+from device_sim.battery import Battery
 from device_sim.policy import shuffle_seed
 from device_sim.settings import FleetSettings
 from device_sim.trainer import train_local
@@ -65,4 +67,18 @@ def make_up(
     return Up.of(body, dev, task.round, task.base, n, loss, seq, task.sub, meta)
 
 
-__all__ = ["local_delta", "make_up"]
+def spend_and_seal(
+    battery: Battery, task: Task, samples: int, rx_bytes: int, make: Callable[..., Up], key: bytes | None
+) -> tuple[Up, bytes] | None:
+    """Charge ``battery`` for a round of training on ``task`` that received ``rx_bytes`` and sends the update
+    ``make(level=…)``; returns the update with the level after the round and its payload (signed with ``key``), or
+    None when the battery ran out first. The payload's size does not depend on the level (a msgpack float is
+    always 9 bytes), so the charge is for the bytes actually sent."""
+    size = len(make(level=battery.level).encode(key=key))
+    if not battery.spend_round(task.spec, samples, task.epochs, rx_bytes, size):
+        return None
+    up = make(level=battery.level)
+    return up, up.encode(key=key)
+
+
+__all__ = ["local_delta", "make_up", "spend_and_seal"]

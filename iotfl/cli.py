@@ -82,6 +82,15 @@ SimOpt = Annotated[
         "SIM",
     ),
 ]
+EnergyPolicyOpt = Annotated[
+    str,
+    opt(
+        "off: batteries drain by fixed fractions | naive | aware: they drain by joules (bytes sent and received, "
+        "multiply-accumulates, sleep; flcore.energy), a device whose store runs out is dead, and a device trains by "
+        "the policy (naive: charge >= 10 %; aware: keeps a reserve for the night and throttles to the recharge).",
+        "ENERGY_POLICY",
+    ),
+]
 AttackOpt = Annotated[
     str | None,
     opt("Poisoning attackers KIND:PCT, KIND sign-flip | scale10 | label-flip (e.g. sign-flip:20%).", "ATTACK"),
@@ -103,6 +112,7 @@ def demo(
     ] = "auto",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     battery: Annotated[bool, opt("Battery model (drain, recharge, battery-aware selection).", "BATTERY")] = True,
+    energy_policy: EnergyPolicyOpt = "off",
     gateway_rounds: Annotated[
         int, opt("Local aggregation rounds per global round at each gateway.", "GATEWAY_ROUNDS", min=1)
     ] = 1,
@@ -186,6 +196,7 @@ def fleet(
     alpha: Annotated[float, opt("Dirichlet α of the non-IID split.", "ALPHA")] = 0.5,
     seed: Annotated[int, opt("Seed of data, split and devices.", "SEED")] = 0,
     battery: Annotated[bool, opt("Battery model on/off.", "BATTERY")] = True,
+    energy_policy: EnergyPolicyOpt = "off",
     chaos: Annotated[
         str | None,
         opt(

@@ -24,6 +24,7 @@ from flcore.fedbuff import MAX_STALENESS
 from iotfl.broker import free_port, start_broker
 from iotfl.chaos import ProcessChaos, chaos_section, load_aggregates, reconcile
 from iotfl.demo_settings import DemoSettings
+from iotfl.energy_report import Stall, demo_energy, print_energy
 from iotfl.stack import Stack, StackError, wait_for_devices, wait_for_exit, wait_healthy
 from iotfl.status import history_table
 
@@ -100,6 +101,8 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             "--alpha",
             str(settings.alpha),
             "--battery" if settings.battery else "--no-battery",
+            "--energy-policy",
+            settings.energy_policy,
             "--report",
             str(report),
             *(["--chaos", str(plan.for_fleet())] if plan.for_fleet() else []),
@@ -191,7 +194,9 @@ def _get(client: httpx.Client, path: str) -> Any:
 def follow_rounds(
     settings: DemoSettings, stack: Stack, cloud_url: str, console: Console
 ) -> tuple[dict, dict[int, float]]:
-    """Show progress until the cloud is done; returns its final status and each round's wall time."""
+    """Show progress until the cloud is done (or, with energy accounting, stalled: ``stalled_at`` in the status);
+    returns its final status and each round's wall time."""
+    stall = Stall(settings)
     budget = settings.rounds * (settings.round_timeout * settings.gateway_rounds + 30) + 120
     deadline = time.monotonic() + budget
     seconds: dict[int, float] = {}
@@ -223,6 +228,8 @@ def follow_rounds(
             last = history[-1] if history else None
             accuracy = f" · accuracy {last['accuracy'] * 100:.1f} %" if last and last["accuracy"] is not None else ""
             progress.update(rounds_bar, completed=len(history), description=f"rounds{accuracy}")
+            if stall.check(len(history)):
+                return {**status, "stalled_at": status["round"]}, seconds
             if status["state"] == "done":
                 progress.update(round_bar, completed=settings.gateways)
                 return status, seconds
@@ -283,7 +290,9 @@ def build_report(
     if fleet is not None:
         report["battery"] = fleet.get("battery_by_round")
         # the fleet's own privacy section is superseded by the demo's, which knows the run's rounds
-        report["fleet"] = {k: v for k, v in fleet.items() if k not in ("battery_by_round", "privacy")}
+        report["fleet"] = {k: v for k, v in fleet.items() if k not in ("battery_by_round", "privacy", "energy")}
+    if fleet is not None and "energy" in fleet:
+        report["energy"] = demo_energy(fleet, dataset, rounds, settings, status.get("stalled_at"))
     if settings.dp_clip > 0:
         from iotfl.privacy import privacy_section, releases
 
@@ -323,6 +332,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             f"{privacy['clip']:g}, noise ×{privacy['noise_multiplier']:g}, at most {privacy['releases']} updates "
             "per device, sampling rate 1"
         )
+    if "energy" in report:
+        print_energy(report["energy"], console)
     battery = report.get("battery")
     if battery:
         items = sorted(battery.items(), key=lambda kv: int(kv[0]))
@@ -355,7 +366,7 @@ def run_demo(
         status, seconds = follow_rounds(settings, stack, cloud_url, console)
         if chaos is not None:
             chaos.stop()
-        wait_for_exit(stack, "fleet", timeout=30)
+        wait_for_exit(stack, "fleet", timeout=0 if "stalled_at" in status else 30)
         fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
         stack.stop()
         stack = None

@@ -35,6 +35,7 @@ class DemoSettings(BaseSettings, ServerOptSettings):
     seed: int = 0
     broker: str = "auto"
     battery: bool = True
+    energy_policy: Literal["off", "naive", "aware"] = "off"
     gateway_rounds: int = Field(1, ge=1)
     lr: float | None = Field(None, gt=0)
     epochs: int | None = Field(None, ge=1)

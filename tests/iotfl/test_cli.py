@@ -37,6 +37,7 @@ def test_help_lists_every_command() -> None:
         (["demo", "--sim", "batched", "--attack", "sign-flip:10%"], "--sim batched does not simulate attacks"),
         (["fleet", "--sim", "batched", "--dp-clip", "1"], "sim=batched does not simulate dp_clip"),
         (["fleet", "--sim", "vectorized"], "sim"),
+        (["demo", "--energy-policy", "greedy"], "energy_policy: Input should be 'off', 'naive' or 'aware'"),
     ],
 )
 def test_bad_input_is_one_clear_error(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
