@@ -63,6 +63,7 @@ class RoundViews:
             min_battery=s_.min_battery,
             gateway_rounds=s_.gateway_rounds,
             mode=s_.mode,
+            personal=s_.personal_epochs,
         )
 
     def round_info(self, r: int) -> RoundInfo | None:
@@ -92,6 +93,9 @@ class RoundViews:
             bytes_up=row.bytes_up if closed else sum(a.bytes_up for a in aggs),
             deadline=row.deadline,
             closed_at=row.closed_at,
+            p_accuracy=row.p_accuracy,
+            l_accuracy=row.l_accuracy,
+            p_devices=row.p_devices,
         )
 
     def status(self) -> Status:
@@ -125,6 +129,9 @@ class RoundViews:
                     bytes_up=h.bytes_up,
                     closed_at=h.closed_at,
                     train_loss=h.train_loss,
+                    p_accuracy=h.p_accuracy,
+                    l_accuracy=h.l_accuracy,
+                    p_devices=h.p_devices,
                 )
                 for h in history
             ],

@@ -92,6 +92,9 @@ class CloudSettings(BaseSettings, RobustSettings):
     min_battery: float = Field(0.1, ge=0, le=1, description="battery a device needs to train")
     gateway_rounds: int = Field(1, ge=1, le=100, description="gateway sub-rounds per global round")
     server_lr: float = Field(1.0, gt=0, description="server learning rate applied to the FedAvg step")
+    personal_epochs: int = Field(
+        0, ge=0, le=1000, description="epochs devices fine-tune a personal head and report local accuracies (0 = off)"
+    )
     max_samples: int = Field(
         100_000, ge=1, description="samples one device update may claim (as at the gateways): agg n ≤ k × this"
     )

@@ -26,6 +26,15 @@ class CurrentRound(BaseModel):
     mode: Literal["sync", "async"] = Field(
         "sync", description="async: gateways accept updates of earlier rounds with a staleness weight (optional key)"
     )
+    personal: int = Field(0, description="epochs of personal-head fine-tuning asked of devices, 0 = none")
+
+
+class LocalAccuracy(BaseModel):
+    """Mean accuracies on the devices' own held-out samples, over the devices that reported them."""
+
+    p_accuracy: float | None = Field(None, description="personal models (global body + personal head)")
+    l_accuracy: float | None = Field(None, description="the global model the devices trained from")
+    p_devices: int | None = Field(None, description="device updates that reported them")
 
 
 class GatewayShare(BaseModel):
@@ -43,7 +52,7 @@ class CarriedShare(GatewayShare):
     weight: float
 
 
-class RoundInfo(BaseModel):
+class RoundInfo(LocalAccuracy):
     """One round; ``accuracy``/``loss`` are the held-out evaluation of the model the round produced."""
 
     round: int
@@ -69,7 +78,7 @@ class GatewayInfo(BaseModel):
     rounds_reported: int
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(LocalAccuracy):
     """One closed round of the history."""
 
     round: int

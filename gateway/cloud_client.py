@@ -62,6 +62,8 @@ class RoundInfo:
     gateway_rounds: int = 1
     # ``async`` accepts updates of earlier rounds with a staleness discount; an unknown or missing mode is ``sync``.
     mode: str = "sync"
+    # Epochs of personal-head fine-tuning the task asks of devices (0 = none, also when the cloud does not say).
+    personal: int = 0
 
     @classmethod
     def from_json(cls, data: Any) -> RoundInfo:
@@ -81,12 +83,16 @@ class RoundInfo:
                 min_battery=float(data["min_battery"]),
                 gateway_rounds=_int(data.get("gateway_rounds", 1)),
                 mode="async" if data.get("mode") == "async" else "sync",
+                personal=_int(data.get("personal", 0)),
             )
             ModelSpec(info.layers)
         except (KeyError, TypeError, ValueError) as exc:
             raise CloudError(f"rounds/current answer is malformed: {exc}") from None
-        if info.state not in ("open", "done") or info.gateway_rounds < 1:
-            raise CloudError(f"rounds/current has state {info.state!r}, gateway_rounds {info.gateway_rounds}")
+        if info.state not in ("open", "done") or info.gateway_rounds < 1 or not 0 <= info.personal <= 1000:
+            raise CloudError(
+                f"rounds/current has state {info.state!r}, gateway_rounds {info.gateway_rounds}, "
+                f"personal {info.personal}"
+            )
         return info
 
 

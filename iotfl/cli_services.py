@@ -88,6 +88,15 @@ def cloud_cmd(
     ] = 0.1,
     gateway_rounds: Annotated[int, opt("Local aggregation rounds per global round.", "GATEWAY_ROUNDS", min=1)] = 1,
     server_lr: Annotated[float, opt("Server learning rate applied to the averaged delta.", "SERVER_LR")] = 1.0,
+    personal_epochs: Annotated[
+        int,
+        opt(
+            "Epochs devices fine-tune a personal head (last layer) and report local held-out accuracies (0 = off).",
+            "PERSONAL_EPOCHS",
+            min=0,
+            max=1000,
+        ),
+    ] = 0,
     mode: Annotated[
         str, opt("sync | async: whether gateways count updates of earlier rounds, staleness-weighted.", "MODE")
     ] = "sync",
