@@ -95,9 +95,7 @@ def test_a_device_trains_on_its_split_and_reports_its_accuracies(
     assert second.n == 40 and set(second.meta or {}) == {"battery", "train_ms", "ram_class", "fw"}
 
 
-def test_a_batched_fleet_reports_the_same_accuracies(
-    mosquitto: Broker, probe_factory: Callable[..., Probe]
-) -> None:
+def test_a_batched_fleet_reports_the_same_accuracies(mosquitto: Broker, probe_factory: Callable[..., Probe]) -> None:
     gw = GatewayTopics("pb", "gw0")
     probe = probe_factory([gw.up_wildcard])
     settings = FleetSettings(broker=mosquitto.url, fleet="pb", devices=4, gateways=1, sim="batched", seed=5,

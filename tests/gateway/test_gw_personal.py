@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from gateway_peers import CHUNK, P, WAIT, Device, make_up, wait_for
+from gateway_peers import CHUNK, WAIT, Device, P, make_up, wait_for
 
 from cloud.server import running
 from cloud.settings import CloudSettings
@@ -89,8 +89,16 @@ def test_round_info_reads_personal_and_defaults_to_zero() -> None:
 
 @contextmanager
 def _cloud(tmp_path: Path, dataset: Dataset) -> Iterator[httpx.Client]:
-    settings = CloudSettings(db=f"sqlite:///{tmp_path / 'cloud.db'}", port=0, gateway_tokens={"gw0": TOKEN},
-                             dataset=dataset.name, rounds=1, round_timeout=30.0, chunk=CHUNK, personal_epochs=3)  # fmt: skip
+    settings = CloudSettings(
+        db=f"sqlite:///{tmp_path / 'cloud.db'}",
+        port=0,
+        gateway_tokens={"gw0": TOKEN},
+        dataset=dataset.name,
+        rounds=1,
+        round_timeout=30.0,
+        chunk=CHUNK,
+        personal_epochs=3,
+    )
     with running(settings, dataset) as url, httpx.Client(base_url=url, timeout=10) as http:
         yield http
 
