@@ -3,16 +3,15 @@ accuracies (``pers``), rebuilt from the journal after a restart, and posted in t
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from gateway_peers import CHUNK, WAIT, Device, P, make_up, wait_for
+from gateway_peers import CHUNK, WAIT, Device, P, make_up, running_gateway, wait_for
 
 from cloud.server import running
 from cloud.settings import CloudSettings
@@ -24,7 +23,6 @@ from flcore.topics import GatewayTopics
 from gateway.cloud_client import CloudError, RoundInfo
 from gateway.collector import Collector
 from gateway.journal import Journal
-from gateway.service import run
 from gateway.settings import GatewaySettings
 from gateway.verdicts import SubRound
 from iotfl.broker import Broker
@@ -103,19 +101,10 @@ def _cloud(tmp_path: Path, dataset: Dataset) -> Iterator[httpx.Client]:
         yield http
 
 
-@contextmanager
-def _gateway(broker: Broker, http: httpx.Client, state_dir: Path) -> Iterator[None]:
+def _gateway(broker: Broker, http: httpx.Client, state_dir: Path) -> AbstractContextManager[None]:
     settings = GatewaySettings(id="gw0", broker=broker.url, cloud=str(http.base_url), token=TOKEN,
                                state_dir=state_dir, round_timeout=20, poll_interval=0.1)  # fmt: skip
-    stop = threading.Event()
-    thread = threading.Thread(target=run, args=(settings, stop), name="gateway", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(WAIT)
-        assert not thread.is_alive()
+    return running_gateway(settings)
 
 
 def _answer(device: Device, n: int, pacc: float, gacc: float) -> Task:
