@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import pytest
 from cloud_client import Cloud
+from rich.console import Console
+from typer.testing import CliRunner
 
 from cloud.settings import CloudSettings
 from cloud.storage import AggregateRow, Storage
 from flcore.personal import Pers
+from iotfl.cli import app
+from iotfl.status import history_table
 
 
 def test_rounds_current_names_the_personal_epochs(start_cloud) -> None:
@@ -51,8 +55,31 @@ def test_a_round_without_accuracies_keeps_them_null(cloud: Cloud) -> None:
     assert r1["state"] == "closed" and (r1["p_accuracy"], r1["l_accuracy"], r1["p_devices"]) == (None, None, None)
 
 
-def test_personal_epochs_setting_is_validated() -> None:
+def test_personal_epochs_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     assert CloudSettings(personal_epochs=3).personal_epochs == 3
     for bad in (-1, 1001):
         with pytest.raises(ValueError):
             CloudSettings(personal_epochs=bad)
+    monkeypatch.setenv("IOTFL_PERSONAL_EPOCHS", "7")
+    assert CloudSettings().personal_epochs == 7
+
+
+@pytest.mark.parametrize("command", ["cloud", "demo"])
+def test_cli_refuses_negative_personal_epochs(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--personal-epochs", "-1"])
+    assert result.exit_code == 2 and "--personal-epochs" in result.output and "Traceback" not in result.output
+
+
+def _table_text(history: list[dict]) -> str:
+    console = Console(width=200, record=True)
+    console.print(history_table(history))
+    return console.export_text()
+
+
+def test_status_table_shows_local_accuracies_only_when_reported() -> None:
+    row = {"round": 1, "accuracy": 0.5, "loss": 1.0, "k": 4, "n": 40, "bytes_up": 100}
+    plain = _table_text([{**row, "p_accuracy": None, "l_accuracy": None, "p_devices": None}])
+    assert "local" not in plain
+    text = _table_text([{**row, "p_accuracy": 0.875, "l_accuracy": 0.625, "p_devices": 4}])
+    assert "local: global" in text and "local: personalized" in text
+    assert "62.5 %" in text and "87.5 %" in text
