@@ -64,6 +64,7 @@ class RoundViews:
             gateway_rounds=s_.gateway_rounds,
             mode=s_.mode,
             select=s_.select,
+            personal=s_.personal_epochs,
         )
 
     def round_info(self, r: int) -> RoundInfo | None:
@@ -93,6 +94,9 @@ class RoundViews:
             bytes_up=row.bytes_up if closed else sum(a.bytes_up for a in aggs),
             deadline=row.deadline,
             closed_at=row.closed_at,
+            p_accuracy=row.p_accuracy,
+            l_accuracy=row.l_accuracy,
+            p_devices=row.p_devices,
         )
 
     def status(self) -> Status:
@@ -126,6 +130,9 @@ class RoundViews:
                     bytes_up=h.bytes_up,
                     closed_at=h.closed_at,
                     train_loss=h.train_loss,
+                    p_accuracy=h.p_accuracy,
+                    l_accuracy=h.l_accuracy,
+                    p_devices=h.p_devices,
                 )
                 for h in history
             ],

@@ -28,6 +28,7 @@ from flcore.datasets import Dataset
 from flcore.fedbuff import staleness_weight
 from flcore.messages import Agg
 from flcore.model import ModelSpec
+from flcore.personal import Pers
 from flcore.server_opt import OptState
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,7 @@ class Rounds(RoundViews):
                 received_at=now,
                 counted_in=counted_in,
                 weight=weight,
+                pers=None if agg.pers is None else {"p": agg.pers.p, "g": agg.pers.g, "c": agg.pers.c},
             )
         )
         return Submission(verdict, counted_in, staleness, weight)
@@ -286,6 +288,10 @@ class Rounds(RoundViews):
         row.k, row.n, row.train_loss = update.k, update.n, update.train_loss
         row.accuracy, row.loss = accuracy, loss
         row.bytes_up = sum(a.bytes_up for a in aggs)
+        local = sum((Pers(a.pers["p"], a.pers["g"], int(a.pers["c"])) for a in aggs if a.pers), Pers())
+        means = local.means()
+        if means is not None:
+            row.p_accuracy, row.l_accuracy, row.p_devices = *means, local.c
         if r < self.settings.rounds:
             self._open(s, r + 1, now)
         log.info(

@@ -96,6 +96,9 @@ class CloudSettings(BaseSettings, RobustSettings, ServerOptSettings):
     select: float | None = Field(
         None, gt=0, le=1, description="fraction of each gateway's devices asked to train a round (none = every device)"
     )
+    personal_epochs: int = Field(
+        0, ge=0, le=1000, description="epochs devices fine-tune a personal head and report local accuracies (0 = off)"
+    )
     max_samples: int = Field(
         100_000, ge=1, description="samples one device update may claim (as at the gateways): agg n ≤ k × this"
     )

@@ -29,6 +29,15 @@ class CurrentRound(BaseModel):
     select: float | None = Field(
         None, description="fraction of its devices a gateway asks to train (optional key; null/absent = every device)"
     )
+    personal: int = Field(0, description="epochs of personal-head fine-tuning asked of devices, 0 = none")
+
+
+class LocalAccuracy(BaseModel):
+    """Mean accuracies on the devices' own held-out samples, over the devices that reported them."""
+
+    p_accuracy: float | None = Field(None, description="personal models (global body + personal head)")
+    l_accuracy: float | None = Field(None, description="the global model the devices trained from")
+    p_devices: int | None = Field(None, description="device updates that reported them")
 
 
 class GatewayShare(BaseModel):
@@ -46,7 +55,7 @@ class CarriedShare(GatewayShare):
     weight: float
 
 
-class RoundInfo(BaseModel):
+class RoundInfo(LocalAccuracy):
     """One round; ``accuracy``/``loss`` are the held-out evaluation of the model the round produced."""
 
     round: int
@@ -72,7 +81,7 @@ class GatewayInfo(BaseModel):
     rounds_reported: int
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(LocalAccuracy):
     """One closed round of the history."""
 
     round: int

@@ -33,6 +33,7 @@ from device_sim.batch_outbox import Kept, SharedOutbox
 from device_sim.batch_trainer import train_batched
 from device_sim.battery import Battery
 from device_sim.connection import client_id, connect, make_client
+from device_sim.personal import Personal, personal_seed
 from device_sim.policy import decide_task, shuffle_seed, skip_state
 from device_sim.population import DeviceProfile, build_population
 from device_sim.report import DeviceReport, FleetReport
@@ -70,10 +71,18 @@ class Member:
     key: bytes | None
     seq: int
     residual: np.ndarray | None = None  # topk's error feedback: what earlier updates did not send
+    personal: Personal | None = None  # its split and personal head, from the first task asking for them
 
     @property
     def dev(self) -> str:
         return self.profile.dev
+
+    def shard(self, task: Task, seed: int) -> np.ndarray:
+        """The training-split indices the device trains on for ``task``: its training split under personalization."""
+        if not task.personal:
+            return self.profile.indices
+        self.personal = self.personal or Personal.of(seed, self.dev, len(self.profile.indices))
+        return self.profile.indices[self.personal.train]
 
 
 class GatewayLink:
@@ -277,7 +286,7 @@ class BatchedFleet:
                     link.status(m, skip_state(reason), round=task.round, sub=task.sub, skip=reason)
         groups: dict[tuple[Any, ...], list[tuple[Member, Task]]] = {}
         for m, task in chosen:
-            groups.setdefault((task.layers, task.lr, task.epochs, task.batch), []).append((m, task))
+            groups.setdefault((task.layers, task.lr, task.epochs, task.batch, task.personal), []).append((m, task))
         published = 0
         for group in groups.values():
             for at in range(0, len(group), SLICE):
@@ -293,13 +302,14 @@ class BatchedFleet:
         task0 = part[0][1]
         w0 = np.stack([task.w for _, task in part]).astype(np.float32, copy=False)
         seeds = [shuffle_seed(s.seed, m.dev, task.round, task.sub) for m, task in part]
+        shards = [m.shard(task, s.seed) for m, task in part]
         started = time.perf_counter()
         new_w, losses = train_batched(
             task0.spec,
             w0,
             ds.x_train,
             ds.y_train,
-            [m.profile.indices for m, _ in part],
+            shards,
             task0.lr,
             task0.epochs,
             task0.batch,
@@ -313,13 +323,19 @@ class BatchedFleet:
             if not np.isfinite(losses[i]):
                 log.error("%s: local training diverged (non-finite weights); no update this round", m.dev)
                 continue
+            accuracy = None
+            if m.personal is not None and task.personal:
+                x, y = ds.x_train[m.profile.indices], ds.y_train[m.profile.indices]
+                accuracy = m.personal.step(task, x, y, personal_seed(s.seed, m.dev, task))
             with self._lock:
                 if self._last.get(m.profile.gw) != (task.round, task.sub) or m.profile.gw in self.done:
                     continue  # superseded while training: the gateway has moved on
                 m.seq += 1
-                n, seq, loss, ram = len(m.profile.indices), m.seq, float(losses[i]), m.profile.ram_class
+                n, seq, loss, ram = len(shards[i]), m.seq, float(losses[i]), m.profile.ram_class
                 body, m.residual = encode(deltas[i], task.enc or s.enc, task.chunk, task.topk or s.topk, m.residual)
-                make = partial(make_up, m.dev, task, n, loss, seq, body, train_ms=train_ms, ram=ram, fw=s.fw)
+                make = partial(
+                    make_up, m.dev, task, n, loss, seq, body, train_ms=train_ms, ram=ram, fw=s.fw, accuracy=accuracy
+                )
                 sealed = spend_and_seal(m.battery, task, n, self._task_bytes.get(m.profile.gw, 0), make, m.key)
                 if sealed is None:
                     m.report.record_round(task.round, m.battery, trained=False)

@@ -31,6 +31,7 @@ from device_sim.battery import Battery
 from device_sim.connection import Backoff, client_id, cut, make_client
 from device_sim.netloop import Link, NetLoop, TimerHandle
 from device_sim.outbox import Outbox, Pending
+from device_sim.personal import Personal, personal_seed
 from device_sim.policy import decide_task, skip_state
 from device_sim.report import DeviceReport
 from device_sim.settings import FleetSettings
@@ -100,6 +101,7 @@ class SimDevice:
         # DP noise from OS entropy, never from the run's seed: noise an observer can regenerate protects nothing.
         self._dp_rng = np.random.default_rng()
         self._residual: np.ndarray | None = None  # topk error feedback: the part of past deltas not sent yet
+        self._personal: Personal | None = None  # its split and personal head, from the first task asking for them
         self._last_key: tuple[int, int] | None = None
         self._next: Task | None = None
         self._task_bytes: dict[tuple[int, int], int] = {}  # (round, sub) -> the task's size, for energy accounting
@@ -314,15 +316,24 @@ class SimDevice:
             self._emit("skip", round=task.round, sub=task.sub, reason=reason, battery=self.battery.level)
             return
 
-        delta, loss, train_ms = local_delta(self.dev, task, self.x, self.y, s, self._dp_rng, self.attack)
+        x, y, accuracy = self.x, self.y, None
+        if task.personal:
+            # Only this executor thread touches the personal state: a device handles one task at a time.
+            self._personal = self._personal or Personal.of(s.seed, self.dev, len(self.y))
+            x, y = x[self._personal.train], y[self._personal.train]
+        delta, loss, train_ms = local_delta(self.dev, task, x, y, s, self._dp_rng, self.attack)
+        if self._personal is not None and task.personal:
+            accuracy = self._personal.step(task, self.x, self.y, personal_seed(s.seed, self.dev, task))
         with self._lock:
             if self._stopped or self.done.is_set() or self._last_key != (task.round, task.sub):
                 return  # superseded while training: the gateway has moved on
             enc, fraction = task.enc or s.enc, task.topk or s.topk
             body, self._residual = encode(delta, enc, task.chunk, fraction, self._residual)
             self._seq += 1
-            n, seq, ram = len(self.y), self._seq, self.ram_class
-            make = partial(make_up, self.dev, task, n, loss, seq, body, train_ms=train_ms, ram=ram, fw=s.fw)
+            n, seq, ram = len(y), self._seq, self.ram_class
+            make = partial(
+                make_up, self.dev, task, n, loss, seq, body, train_ms=train_ms, ram=ram, fw=s.fw, accuracy=accuracy
+            )
             sealed = spend_and_seal(self.battery, task, n, rx_bytes, make, self.key)
             if sealed is None:
                 self.report.record_round(task.round, self.battery, trained=False)

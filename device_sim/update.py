@@ -60,10 +60,13 @@ def make_up(
     train_ms: int,
     ram: str,
     fw: str,
+    accuracy: tuple[float, float] | None = None,
 ) -> Up:
     """The update of ``dev`` for ``task`` carrying ``body`` (``flcore.encodings.encode`` of its delta); ``level`` is
-    the battery after the training and the send."""
-    meta = {"battery": round(level, 4), "train_ms": train_ms, "ram_class": ram, "fw": fw}
+    the battery after the training and the send; ``accuracy`` its local held-out (personal, global) accuracies."""
+    meta: dict[str, object] = {"battery": round(level, 4), "train_ms": train_ms, "ram_class": ram, "fw": fw}
+    if accuracy is not None:
+        meta["pacc"], meta["gacc"] = round(accuracy[0], 4), round(accuracy[1], 4)
     return Up.of(body, dev, task.round, task.base, n, loss, seq, task.sub, meta)
 
 

@@ -64,6 +64,8 @@ class RoundInfo:
     mode: str = "sync"
     # The fraction of its devices asked to train (0 < F ≤ 1), passed on in the task; None = every device.
     select: float | None = None
+    # Epochs of personal-head fine-tuning the task asks of devices (0 = none, also when the cloud does not say).
+    personal: int = 0
 
     @classmethod
     def from_json(cls, data: Any) -> RoundInfo:
@@ -84,12 +86,16 @@ class RoundInfo:
                 gateway_rounds=_int(data.get("gateway_rounds", 1)),
                 mode="async" if data.get("mode") == "async" else "sync",
                 select=_fraction(data.get("select")),
+                personal=_int(data.get("personal", 0)),
             )
             ModelSpec(info.layers)
         except (KeyError, TypeError, ValueError) as exc:
             raise CloudError(f"rounds/current answer is malformed: {exc}") from None
-        if info.state not in ("open", "done") or info.gateway_rounds < 1:
-            raise CloudError(f"rounds/current has state {info.state!r}, gateway_rounds {info.gateway_rounds}")
+        if info.state not in ("open", "done") or info.gateway_rounds < 1 or not 0 <= info.personal <= 1000:
+            raise CloudError(
+                f"rounds/current has state {info.state!r}, gateway_rounds {info.gateway_rounds}, "
+                f"personal {info.personal}"
+            )
         return info
 
 

@@ -38,6 +38,7 @@ from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.fedbuff import MAX_STALENESS, MODES, add_stale
 from flcore.messages import MAX_SAMPLES, MAX_UPDATE_BYTES, Ack, Up
+from flcore.personal import Pers
 from flcore.robust import FEDAVG, Rows, RuleParams, aggregate, check_rule, robust_sum
 from flcore.signing import verify
 from flcore.topics import GatewayTopics
@@ -332,6 +333,8 @@ class Collector:
         self.totals.k += 1
         self.totals.samples += up.n
         self.totals.loss_weighted += up.n * up.loss
+        if up.meta is not None and up.meta.get("pacc") is not None:  # decode admits pacc and gacc only together
+            self.totals.pers += Pers(up.meta["pacc"], up.meta["gacc"], 1)
 
 
 def _key(up: Up) -> tuple[int, int, str]:

@@ -24,6 +24,7 @@ import numpy as np
 from flcore.fedavg import WeightedSum
 from flcore.fedbuff import staleness_weight
 from flcore.messages import Agg
+from flcore.personal import Pers
 from gateway.cloud_client import CloudClient, CloudError, Model, RoundInfo
 from gateway.fog_store import FogStore, Folded
 from gateway.forwarder import Forwarder
@@ -46,6 +47,7 @@ class _Open:
     reported: set[str] = field(default_factory=set)
     bytes_up: int = 0
     devices: set[str] = field(default_factory=set)
+    pers: Pers = Pers()
 
 
 class FogNode:
@@ -176,6 +178,8 @@ class FogNode:
         opening.acc.add_sum(folded.weight * np.asarray(agg.sum, dtype=np.float64), agg.n, agg.k, agg.loss)
         opening.bytes_up += agg.bytes_up
         opening.devices.update(agg.devices)
+        if agg.pers is not None:
+            opening.pers += agg.pers
         if agg.round == opening.info.round:
             opening.reported.add(folded.child)
         else:
@@ -220,6 +224,7 @@ class FogNode:
             acc.mean_loss,
             opening.bytes_up,
             tuple(sorted(opening.devices)),
+            opening.pers if opening.pers.c else None,
         )
         self.outbox.put(agg, opening.digest)
         self.forwarder.wake()

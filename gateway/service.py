@@ -263,6 +263,7 @@ class RoundLoop:
             totals.loss,
             totals.bytes_up,
             tuple(sorted(totals.devices)),
+            totals.pers if totals.pers.c else None,
         )
         self.outbox.put(agg, digest)
         self.forwarder.wake()
@@ -300,6 +301,7 @@ class RoundLoop:
             sub=sub,
             enc=enc,
             topk=self.settings.topk if enc == TOPK else None,
+            personal=info.personal,
         )
 
     def _publish_done(self, info: RoundInfo) -> bool:

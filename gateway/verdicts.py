@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flcore.messages import Ack, Up
+from flcore.personal import Pers
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class RoundTotals:
     bytes_up: int = 0
     stale: int = 0
     stale_weight: float = 0.0
+    pers: Pers = Pers()  # sums of the local accuracies the accepted updates reported
 
     @property
     def n(self) -> int:

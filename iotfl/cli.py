@@ -161,6 +161,16 @@ def demo(
     signed: Annotated[
         bool, opt("Sign every update: a random HMAC key per device; the gateways refuse unsigned ones.", "SIGNED")
     ] = False,
+    personal_epochs: Annotated[
+        int,
+        opt(
+            "Personalization: devices hold out 20 % of their samples, fine-tune a personal head for this many epochs "
+            "and report personalized vs global accuracy (0 = off).",
+            "PERSONAL_EPOCHS",
+            min=0,
+            max=1000,
+        ),
+    ] = 0,
     workdir: Annotated[
         Path | None, typer.Option(help="Keep logs, database and state here [default: a temp dir].")
     ] = None,

@@ -99,6 +99,15 @@ def cloud_cmd(
     server_beta2: ServerBeta2Opt = 0.99,
     server_eps: ServerEpsOpt = 1e-3,
     select: SelectOpt = None,
+    personal_epochs: Annotated[
+        int,
+        opt(
+            "Epochs devices fine-tune a personal head (last layer) and report local held-out accuracies (0 = off).",
+            "PERSONAL_EPOCHS",
+            min=0,
+            max=1000,
+        ),
+    ] = 0,
     mode: Annotated[
         str, opt("sync | async: whether gateways count updates of earlier rounds, staleness-weighted.", "MODE")
     ] = "sync",

@@ -73,6 +73,8 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             str(settings.gateway_rounds),
             "--mode",
             settings.mode,
+            "--personal-epochs",
+            str(settings.personal_epochs),
             *settings.rule_flags(),
             *settings.cloud_flags(),
             *common,
@@ -265,6 +267,7 @@ def build_report(
             "n": h["n"],
             "bytes_up": h["bytes_up"],
             "seconds": round(seconds.get(h["round"], float("nan")), 3),
+            **personal_columns(h),
         }
         for h in status["history"]
     ]
@@ -287,6 +290,8 @@ def build_report(
         "bytes_float32_equivalent": sum(r["k"] for r in rounds) * params * 4,
         "devices_seen": status.get("devices_seen"),
     }
+    if settings.personal_epochs:
+        report["personalization"] = personalization_section(rounds)
     if fleet is not None:
         report["battery"] = fleet.get("battery_by_round")
         # the fleet's own privacy section is superseded by the demo's, which knows the run's rounds
@@ -301,6 +306,28 @@ def build_report(
         dp = settings.dp_clip, settings.dp_noise, settings.dp_delta
         report["privacy"] = privacy_section(*dp, settings.rounds, steps)
     return report
+
+
+def personal_columns(history: dict[str, Any]) -> dict[str, Any]:
+    """A round's local accuracies from the cloud's history entry: only when its devices reported them."""
+    if history.get("p_devices") is None:
+        return {}
+    return {key: history[key] for key in ("p_accuracy", "l_accuracy", "p_devices")}
+
+
+def personalization_section(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Global vs personalized accuracy on the devices' local held-out samples: per round and the last round's."""
+    reported = [r for r in rounds if r.get("p_devices")]
+    last = reported[-1] if reported else None
+    return {
+        "per_round": [
+            {"round": r["round"], "personalized": r["p_accuracy"], "global": r["l_accuracy"], "devices": r["p_devices"]}
+            for r in reported
+        ],
+        "final_personalized": last["p_accuracy"] if last else None,
+        "final_global": last["l_accuracy"] if last else None,
+        "gain": last["p_accuracy"] - last["l_accuracy"] if last else None,
+    }
 
 
 def print_chaos(chaos: dict[str, Any], console: Console) -> None:
@@ -324,6 +351,12 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"{report['centralized_accuracy'] * 100:.1f} %  ·  bytes up {report['bytes_up_total']:,} "
         f"(float32 would be {report['bytes_float32_equivalent']:,}: {ratio:.2f}× more)"
     )
+    personal = report.get("personalization")
+    if personal and personal["gain"] is not None:
+        console.print(
+            f"local held-out accuracy, last round: personalized [bold]{personal['final_personalized'] * 100:.1f} %[/]"
+            f" vs global {personal['final_global'] * 100:.1f} % ({personal['gain'] * 100:+.1f} points)"
+        )
     privacy = report.get("privacy")
     if privacy:
         console.print(

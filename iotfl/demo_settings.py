@@ -56,6 +56,7 @@ class DemoSettings(BaseSettings, ServerOptSettings):
     enc: str | None = None
     topk: float = Field(DEFAULT_TOPK, gt=0, le=1)
     signed: bool = False
+    personal_epochs: int = Field(0, ge=0, le=1000)
 
     @field_validator("enc")
     @classmethod

@@ -53,18 +53,27 @@ def fetch_status(cloud: str, timeout: float = 5.0) -> dict[str, Any]:
     return status
 
 
+def _percent(value: float | None) -> str:
+    return f"{value * 100:.1f} %" if value is not None else "-"
+
+
 def history_table(history: list[dict[str, Any]], title: str = "Rounds") -> Table:
+    """One row per round; with the local accuracies devices reported (personalization) two more columns."""
     table = Table(title=title)
-    for name in ("round", "accuracy", "loss", "devices (k)", "samples (n)", "bytes up"):
+    personal = any(row.get("p_devices") for row in history)
+    local = ("local: global", "local: personalized") if personal else ()
+    for name in ("round", "accuracy", "loss", "devices (k)", "samples (n)", "bytes up", *local):
         table.add_column(name, justify="right")
     for row in history:
+        extra = (_percent(row.get("l_accuracy")), _percent(row.get("p_accuracy"))) if personal else ()
         table.add_row(
             str(row["round"]),
-            f"{row['accuracy'] * 100:.1f} %" if row.get("accuracy") is not None else "-",
+            _percent(row.get("accuracy")),
             f"{row['loss']:.3f}" if row.get("loss") is not None else "-",
             str(row.get("k", "-")),
             str(row.get("n", "-")),
             f"{row.get('bytes_up', 0):,}",
+            *extra,
         )
     return table
 

@@ -62,6 +62,15 @@ function chart(status) {
   for (const h of acc) {
     svg += `<circle class="pt-acc" data-round="${h.round}" cx="${x(h.round)}" cy="${ya(h.accuracy)}" r="3" fill="#2f6fd6"><title>round ${h.round}: ${pct(h.accuracy)}</title></circle>`;
   }
+  // Personalization: mean accuracy on the devices' own held-out samples, personal head and global model.
+  const local = status.history.filter((h) => h.p_accuracy !== null && h.p_accuracy !== undefined);
+  if (local.length) {
+    svg += `<path d="${line(local, ya, "l_accuracy")}" fill="none" stroke="#6b7385" stroke-width="1.5" stroke-dasharray="2 2"/>`;
+    svg += `<path d="${line(local, ya, "p_accuracy")}" fill="none" stroke="#1f9d55" stroke-width="2"/>`;
+    for (const h of local) {
+      svg += `<circle class="pt-pacc" data-round="${h.round}" cx="${x(h.round)}" cy="${ya(h.p_accuracy)}" r="2.5" fill="#1f9d55"><title>round ${h.round}: personalized ${pct(h.p_accuracy)}, global ${pct(h.l_accuracy)} on ${h.p_devices} devices' own samples</title></circle>`;
+    }
+  }
   for (const h of lossPts) {
     svg += `<circle class="pt-loss" data-round="${h.round}" cx="${x(h.round)}" cy="${yl(h.loss)}" r="2.5" fill="#d0602f"><title>round ${h.round}: loss ${h.loss.toFixed(3)}</title></circle>`;
   }
@@ -85,6 +94,7 @@ function renderStatus(status) {
     cell(row, h.round); cell(row, pct(h.accuracy)); cell(row, h.loss === null ? dash : h.loss.toFixed(3));
     cell(row, num(h.k)); cell(row, num(h.n)); cell(row, num(h.bytes_up));
     cell(row, h.closed_at ? new Date(h.closed_at * 1000).toLocaleTimeString() : dash);
+    cell(row, h.p_devices ? pct(h.l_accuracy) : dash); cell(row, h.p_devices ? pct(h.p_accuracy) : dash);
   });
   chart(status);
 }

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from flcore.messages.limits import MAX_INT32, MAX_LOSS, MAX_SAMPLES, MAX_SCALE, MAX_SEQ
-from flcore.schema import WIRE_VERSION, Fields, f32_array, f32_bytes, pack, unpack
+from flcore.personal import Pers
+from flcore.schema import WIRE_VERSION, Fields, f32_array, f32_bytes, is_number, pack, unpack
 from flcore.topics import is_valid_id
 
 
@@ -15,9 +16,10 @@ from flcore.topics import is_valid_id
 class Agg:
     """One gateway's aggregate for a global round: ``sum`` = Σ nᵢ·deltaᵢ over its ``k`` device updates.
 
-    Two iotfl extensions, ignored by receivers that do not know them: ``bytes_up`` (wire key ``bytes``), the MQTT
-    payload bytes of the ``up`` messages the gateway received for the round, and ``devices`` (wire key ``devs``),
-    the ids of the devices whose updates were accepted.
+    Three iotfl extensions, ignored by receivers that do not know them: ``bytes_up`` (wire key ``bytes``), the MQTT
+    payload bytes of the ``up`` messages the gateway received for the round, ``devices`` (wire key ``devs``),
+    the ids of the devices whose updates were accepted, and ``pers`` (optional, absent when no update carried
+    them), the sums of the accepted updates' local accuracies ``{"p": Σ pacc, "g": Σ gacc, "c": count}``.
     """
 
     gw: str
@@ -29,8 +31,10 @@ class Agg:
     loss: float
     bytes_up: int = 0
     devices: tuple[str, ...] = ()
+    pers: Pers | None = None
 
     def encode(self) -> bytes:
+        pers = {} if self.pers is None else {"pers": {"p": self.pers.p, "g": self.pers.g, "c": self.pers.c}}
         return pack(
             {
                 "v": WIRE_VERSION,
@@ -44,6 +48,7 @@ class Agg:
                 "loss": float(self.loss),
                 "bytes": self.bytes_up,
                 "devs": list(self.devices),
+                **pers,
             }
         )
 
@@ -68,6 +73,7 @@ class Agg:
         devices = f.array("devs", optional=True) or []
         if not all(is_valid_id(d) for d in devices):
             raise f.fail("schema", "devs must list device ids")
+        pers = _pers(f, k)
         if params is not None and len(raw) != 4 * params:
             raise f.fail("length", f"sum has {len(raw)} bytes, the model needs {4 * params}")
         if len(raw) % 4:
@@ -77,4 +83,16 @@ class Agg:
             raise f.fail("scale", "sum holds non-finite values")
         if np.any(np.abs(total) > n * 127 * MAX_SCALE):
             raise f.fail("scale", "sum is beyond what n samples of capped updates can add up to")
-        return cls(gw, rnd, base, n, k, total, loss, bytes_up, tuple(devices))
+        return cls(gw, rnd, base, n, k, total, loss, bytes_up, tuple(devices), pers)
+
+
+def _pers(f: Fields, k: int) -> Pers | None:
+    """The optional ``pers`` sums: ``c`` devices (at most ``k``), each accuracy sum in 0..c."""
+    raw = f.mapping("pers", optional=True)
+    if raw is None:
+        return None
+    p, g, c = raw.get("p"), raw.get("g"), raw.get("c")
+    top = c + 1e-6 if type(c) is int else 0  # float sums of fractions may round a hair past c
+    if not (is_number(p) and is_number(g) and type(c) is int and 0 <= c <= k and 0 <= p <= top and 0 <= g <= top):
+        raise f.fail("schema", f"pers must be {{p, g, c}} with 0 <= p, g <= c <= k={k}")
+    return Pers(float(p), float(g), c)

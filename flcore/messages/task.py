@@ -16,7 +16,8 @@ from flcore.topics import is_valid_id
 @dataclass(frozen=True, eq=False)
 class Task:
     """The retained round announcement a gateway publishes to its devices; ``enc`` (and ``topk``, the kept fraction
-    of a topk update) names the encoding the devices should use, None = their own setting (``flcore.encodings``)."""
+    of a topk update) names the encoding the devices should use, None = their own setting (``flcore.encodings``);
+    ``personal`` > 0 asks devices to fine-tune a personal head for that many epochs and report local accuracies."""
 
     round: int
     base: int
@@ -33,6 +34,7 @@ class Task:
     done: bool = False
     enc: str | None = None
     topk: float | None = None
+    personal: int = 0
 
     @property
     def spec(self) -> ModelSpec:
@@ -59,6 +61,7 @@ class Task:
                     ("done", self.done or None),
                     ("enc", self.enc),
                     ("topk", self.topk),
+                    ("personal", self.personal or None),
                 ]
             )
         )
@@ -96,6 +99,22 @@ class Task:
         if topk is not None and not 0.0 < topk <= 1.0:
             raise f.fail("schema", f"topk={topk} outside (0, 1]")
         known = enc if enc in ENCODINGS else None
+        personal = f.integer("personal", optional=True, lo=0, hi=1000) or 0
         return cls(
-            rnd, base, spec.layers, w, lr, epochs, batch, chunk, deadline, min_battery, select, sub, done, known, topk
+            rnd,
+            base,
+            spec.layers,
+            w,
+            lr,
+            epochs,
+            batch,
+            chunk,
+            deadline,
+            min_battery,
+            select,
+            sub,
+            done,
+            known,
+            topk,
+            personal,
         )

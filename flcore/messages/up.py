@@ -27,14 +27,18 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
     "train_ms": (int,),
     "ram_class": (str,),
     "fw": (str,),
+    "pacc": (float, int),
+    "gacc": (float, int),
 }
+# Local held-out accuracies (personal head, global model): fractions, sent together or not at all.
+_ACCURACY_KEYS = ("pacc", "gacc")
 
 # The fields every `up` carries, in the order the contract checks them, and their types in the common case.
 _UP_FIELDS = itemgetter("dev", "round", "base", "seq", "n", "chunk", "loss", "scales", "q")
 _UP_TYPES = (str, int, int, int, int, int, float, bytes, bytes)
 # The `meta` keys a simulated or MicroPython device sends, with their types, all present: the fast path's case.
-_META_KEYS = tuple(_META_TYPES)
-_META_COMMON = tuple(types[0] for types in _META_TYPES.values())
+_META_KEYS = tuple(k for k in _META_TYPES if k not in _ACCURACY_KEYS)
+_META_COMMON = tuple(_META_TYPES[k][0] for k in _META_KEYS)
 # dtype objects made once: np.frombuffer spends half its time turning a dtype argument like "<f4" into one.
 _F32_WIRE = np.dtype("<f4")
 _INT8 = np.dtype(np.int8)
@@ -135,7 +139,6 @@ class Up:
     ) -> Up:
         """Validate and decode; ``params`` is P of the round's model, ``topic_dev`` the ``<dev>`` of the topic."""
         obj = unpack(data, "up", max_bytes)
-        obj = unpack(data, "up", max_bytes)
         up = _decode_common(obj, data, params, topic_dev, max_samples)
         return up if up is not None else _decode_checked(obj, data, params, topic_dev, max_samples)
 
@@ -190,9 +193,12 @@ def _decode_checked(
             # Exact types: msgpack decodes to the builtins only, and a bool is not an int here.
             if value is not None and type(value) not in types:
                 raise f.fail("schema", f"meta.{key} has type {type(value).__name__}")
-        battery = meta.get("battery")
-        if battery is not None and not 0.0 <= battery <= 1.0:
-            raise f.fail("schema", f"meta.battery={battery} outside 0..1")
+        for key in ("battery", *_ACCURACY_KEYS):
+            value = meta.get(key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise f.fail("schema", f"meta.{key}={value} outside 0..1")
+        if (meta.get("pacc") is None) != (meta.get("gacc") is None):
+            raise f.fail("schema", "meta.pacc and meta.gacc come together")
     sig = f.obj.get("sig")
     if "sig" in f.obj and not _signed_tail(data, sig):
         raise f.fail("signature", "sig must be bin 32 and the last field of the map")
@@ -265,11 +271,14 @@ def _decode_common(
 
 
 def _common_meta(meta: Any) -> bool:
-    """Every ``meta`` key a gateway reads present with its usual type, the battery in 0..1."""
+    """Every ``meta`` key a gateway reads present with its usual type, the battery in 0..1, and no local
+    accuracies (an update carrying them takes the per-field checks)."""
     return (
         type(meta) is dict
         and tuple(map(type, map(meta.get, _META_KEYS))) == _META_COMMON
         and 0.0 <= meta["battery"] <= 1.0
+        and "pacc" not in meta
+        and "gacc" not in meta
     )
 
 

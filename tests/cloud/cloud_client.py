@@ -56,6 +56,7 @@ class Cloud:
             kw.pop("loss", 0.7),
             kw.pop("bytes_up", 1000),
             tuple(kw.pop("devices", ())),
+            kw.pop("pers", None),
         )
 
     def post(

@@ -20,6 +20,8 @@ from flcore.model import ModelSpec
 from flcore.quantize import quantize
 from flcore.topics import GatewayTopics, status_topic
 from gateway.node import GatewayNode
+from gateway.service import run
+from gateway.settings import GatewaySettings
 
 SPEC = ModelSpec((4, 3, 2))  # P = 23
 P = SPEC.param_count
@@ -133,3 +135,17 @@ def devices(broker_url: str, *ids: str, gw: str = "gw0") -> Iterator[list[Device
     finally:
         for device in made:
             device.close()
+
+
+@contextmanager
+def running_gateway(settings: GatewaySettings) -> Iterator[None]:
+    """The gateway service in a thread for the block; it must stop within ``WAIT`` seconds afterwards."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(settings, stop), name=settings.id, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(WAIT)
+        assert not thread.is_alive(), f"gateway {settings.id} did not stop"

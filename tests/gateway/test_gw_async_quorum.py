@@ -3,7 +3,6 @@ goes silent is left out of the cloud's round at its deadline and counted again w
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ import httpx
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-from gateway_peers import WAIT, Device, devices, make_task, make_up, started_node
+from gateway_peers import WAIT, Device, devices, make_task, make_up, running_gateway, started_node
 from test_gateway_service import CHUNK, round_closed, wait_for
 
 from cloud.server import running
@@ -22,7 +21,6 @@ from flcore.datasets import Dataset, sensors
 from flcore.messages import Status, Task, Up
 from flcore.quantize import quantize
 from gateway.roster import Roster
-from gateway.service import run
 from gateway.settings import GatewaySettings
 from iotfl.broker import Broker
 
@@ -90,15 +88,8 @@ class Answering(Device):
 def gateway(gw: str, broker: Broker, cloud_url: str, state_dir: Path) -> Iterator[None]:
     settings = GatewaySettings(id=gw, broker=broker.url, cloud=cloud_url, token=TOKENS[gw], state_dir=state_dir,
                                round_timeout=10, poll_interval=0.1, forward_margin=1.0)  # fmt: skip
-    stop = threading.Event()
-    thread = threading.Thread(target=run, args=(settings, stop), name=gw, daemon=True)
-    thread.start()
-    try:
+    with running_gateway(settings):
         yield
-    finally:
-        stop.set()
-        thread.join(WAIT)
-        assert not thread.is_alive(), f"{gw} did not stop"
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,12 @@ import httpx
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-from gateway_peers import WAIT, Device
+from gateway_peers import WAIT, Device, running_gateway
 from test_gateway_service import CHUNK, TOKEN, cloud, model, round_closed, wait_for
 
 from flcore.datasets import Dataset, sensors
 from flcore.messages import Status, Task, Up
 from flcore.quantize import quantize
-from gateway.service import run
 from gateway.settings import GatewaySettings
 from iotfl.broker import Broker
 
@@ -73,15 +72,8 @@ def gateway(broker: Broker, http: httpx.Client, state_dir: Path) -> Iterator[Non
     # round_timeout 3 s: round 1 waits for the straggler only that long.
     settings = GatewaySettings(id="gw0", broker=broker.url, cloud=str(http.base_url), token=TOKEN,
                                state_dir=state_dir, round_timeout=3, poll_interval=0.1)  # fmt: skip
-    stop = threading.Event()
-    thread = threading.Thread(target=run, args=(settings, stop), name="gateway", daemon=True)
-    thread.start()
-    try:
+    with running_gateway(settings):
         yield
-    finally:
-        stop.set()
-        thread.join(WAIT)
-        assert not thread.is_alive(), "gateway did not stop"
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -166,3 +166,25 @@ def test_dashboard_shows_the_api_numbers_and_one_chart_point_per_round(mosquitto
             assert shot.stat().st_size > 10_000
     finally:
         stack.stop()
+
+
+def test_dashboard_shows_personalized_and_global_local_accuracy(mosquitto, tmp_path: Path, browser_page):
+    settings = DemoSettings(devices=6, gateways=1, rounds=2, dataset="sensors", alpha=0.1, seed=1, broker=mosquitto.url,
+                            round_timeout=20, personal_epochs=2, battery=False)  # fmt: skip
+    stack, cloud, _report = start_stack(settings, tmp_path, Console(quiet=True))
+    page = browser_page
+    try:
+        with httpx.Client(base_url=cloud, timeout=5.0) as api:
+            page.goto(f"{cloud}/", wait_until="load")
+            final, _seconds = follow_rounds(settings, stack, cloud, Console(quiet=True))
+            history = api.get("/api/v1/status").json()["history"]
+            expected = [[_pct(h["l_accuracy"]), _pct(h["p_accuracy"])] for h in reversed(history)]
+            give_up = time.monotonic() + CATCH_UP
+            while (shown := [r[7:9] for r in _rows(page, "history")]) != expected and time.monotonic() < give_up:
+                _next_poll(page)
+            assert final["state"] == "done" and shown == expected
+            circles = page.eval_on_selector_all("#chart circle.pt-pacc", "cs => cs.map(c => c.dataset.round)")
+            assert circles == ["1", "2"]  # one personalized point per round its devices reported
+            page.screenshot(path=str(tmp_path / "dashboard-personal.png"), full_page=True)
+    finally:
+        stack.stop()
