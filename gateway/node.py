@@ -24,6 +24,7 @@ from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.messages import Status, Task
 from flcore.robust import FEDAVG, RuleParams
+from flcore.selection import task_select
 from flcore.topics import GatewayTopics, device_of_status, status_wildcard
 from gateway.broker_stats import DROPPED_TOPIC, BrokerStats
 from gateway.collector import JOURNAL_ERROR, Collector, KeyRing
@@ -177,6 +178,13 @@ class GatewayNode:
     @property
     def totals(self) -> RoundTotals | None:
         return self.collector.totals
+
+    def select(self, fraction: float | None, round: int, sub: int) -> list[str] | float | None:
+        """The ``select`` of this gateway's task for (round, sub): ``flcore.selection.task_select`` over its live
+        devices (known once their retained statuses had time to arrive)."""
+        with self.cond:
+            live = set(self.roster.live)
+        return task_select(fraction, live, self._roster_settled(), self.roster.gw, round, sub)
 
     def report(self, since: int) -> tuple[int, dict[str, Any]]:
         """A report for the cloud (``gateway.reporter``) with the device statuses that changed after ``since``, and

@@ -297,7 +297,7 @@ class RoundLoop:
             info.chunk,
             deadline,
             info.min_battery,
-            select=info.select,
+            select=self.node.select(info.select, info.round, sub),
             sub=sub,
             enc=enc,
             topk=self.settings.topk if enc == TOPK else None,

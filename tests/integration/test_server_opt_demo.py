@@ -28,6 +28,8 @@ def test_fedadam_with_half_the_devices_selected(tmp_path: Path) -> None:
     assert (config["server_opt"], config["server_lr"], config["select"]) == ("fedadam", 0.05, 0.5)
     ks = [r["k"] for r in report["rounds"]]
     assert len(ks) == ROUNDS and all(0 < k < DEVICES for k in ks)
-    # Each device's draw is its own coin: about half of the 60 device-rounds, well inside binomial noise.
-    assert 0.3 * DEVICES * ROUNDS <= sum(ks) <= 0.7 * DEVICES * ROUNDS
+    # Round 1's task carries the fraction (each device draws: about half, within binomial noise); once a gateway
+    # knows its live devices it names ceil(0.5 × 10) of them (flcore.selection), so at most 5 per gateway train.
+    assert 0.2 * DEVICES <= ks[0] <= 0.8 * DEVICES
+    assert all(k <= DEVICES // 2 for k in ks[1:])
     assert report["final_accuracy"] is not None
