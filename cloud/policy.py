@@ -9,9 +9,10 @@ from enum import StrEnum
 
 import numpy as np
 
-from flcore import fedavg
+from flcore import server_opt
 from flcore.fedavg import WeightedSum
 from flcore.robust import FEDAVG, Rows, RuleParams, aggregate, robust_sum
+from flcore.server_opt import OptParams, OptState
 
 LIVE_FACTOR = 2.0  # a gateway is live while it checked in within LIVE_FACTOR × round_timeout
 
@@ -91,23 +92,26 @@ def next_step(
 
 @dataclass(frozen=True, eq=False)
 class GlobalUpdate:
-    """The new global weights and the round's totals."""
+    """The new global weights, the server optimizer's state after the step, and the round's totals."""
 
     weights: np.ndarray
     n: int
     k: int
     train_loss: float
+    opt_state: OptState
 
 
 def global_update(
     base: np.ndarray,
     sums: Iterable[tuple[np.ndarray, int, int, float]],
-    server_lr: float = 1.0,
+    opt: OptParams | None = None,
     rule: str = FEDAVG,
     params: RuleParams | None = None,
+    state: OptState | None = None,
 ) -> GlobalUpdate:
-    """``base + server_lr · Σ sum / Σ n`` over (sum, n, k, loss) aggregates; with a robust ``rule`` the step is
-    that rule over the aggregates' mean deltas ``sum / n`` instead (``n``, ``k`` and the loss still count all)."""
+    """The server optimizer ``opt`` (None = FedAvg at η = 1) stepped from its ``state`` (None = fresh) with
+    Δ = ``Σ sum / Σ n`` over (sum, n, k, loss) aggregates; with a robust ``rule`` Δ is that rule over the
+    aggregates' mean deltas ``sum / n`` instead (``n``, ``k`` and the loss still count all)."""
     acc = WeightedSum(len(base))
     rows = None if rule == FEDAVG else Rows(len(base))
     for total, n, k, loss in sums:
@@ -116,4 +120,5 @@ def global_update(
             rows.add_float(np.asarray(total, dtype=np.float64) / n, n)
     if rows is not None and len(rows):
         acc = robust_sum(acc, aggregate(rule, rows, params or RuleParams()).delta)
-    return GlobalUpdate(fedavg.apply(base, acc, server_lr), acc.n, acc.k, acc.mean_loss)
+    weights, opt_state = server_opt.step(opt or OptParams(), base, acc.mean_delta(), state)
+    return GlobalUpdate(weights, acc.n, acc.k, acc.mean_loss, opt_state)

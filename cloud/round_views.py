@@ -63,6 +63,7 @@ class RoundViews:
             min_battery=s_.min_battery,
             gateway_rounds=s_.gateway_rounds,
             mode=s_.mode,
+            select=s_.select,
         )
 
     def round_info(self, r: int) -> RoundInfo | None:
@@ -131,6 +132,8 @@ class RoundViews:
             total_rounds=self.settings.rounds,
             initial_accuracy=initial.accuracy,
             deadline=None if done else current.deadline,
+            server_opt=self.settings.server_opt,
+            server_lr=self.settings.opt_params.eta,
         )
 
     def latest_model(self) -> ModelVersion:

@@ -28,6 +28,7 @@ from flcore.datasets import Dataset
 from flcore.fedbuff import staleness_weight
 from flcore.messages import Agg
 from flcore.model import ModelSpec
+from flcore.server_opt import OptState
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +266,22 @@ class Rounds(RoundViews):
         update = global_update(
             from_f32(base.weights),
             ((a.weight * from_f32(a.total), a.n, a.k, a.loss) for a in aggs),
-            self.settings.server_lr,
+            self.settings.opt_params,
             self.settings.aggregation,
             self.settings.rule_params,
+            self._opt_state(base),
         )
         accuracy, loss = self.evaluate(update.weights)
-        s.add(ModelRow(version=r, weights=f32(update.weights), accuracy=accuracy, loss=loss, created_at=now))
+        s.add(
+            ModelRow(
+                version=r,
+                weights=f32(update.weights),
+                accuracy=accuracy,
+                loss=loss,
+                created_at=now,
+                opt_state=update.opt_state.to_bytes(),
+            )
+        )
         row.state, row.closed_at = CLOSED, now
         row.k, row.n, row.train_loss = update.k, update.n, update.train_loss
         row.accuracy, row.loss = accuracy, loss
@@ -288,6 +299,18 @@ class Rounds(RoundViews):
             loss,
             "" if r < self.settings.rounds else " — all rounds done",
         )
+
+    def _opt_state(self, base: ModelRow) -> OptState | None:
+        """The server optimizer's state stored with ``base`` (None: start fresh). A state of another optimizer (the
+        database ran with another --server-opt), or one that does not decode, is set aside with a warning."""
+        if base.opt_state is None:
+            return None
+        name = self.settings.server_opt
+        try:
+            return OptState.from_bytes(base.opt_state).check(name, self.spec.param_count)
+        except ValueError as exc:
+            log.warning("model version %d: %s; %s starts fresh", base.version, exc, name)
+            return None
 
     def close(self) -> None:
         """Release the database once no mutation is running."""

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flcore.quantize import DEFAULT_CHUNK, MAX_CHUNK
 from flcore.robust.settings import RobustSettings
+from flcore.server_opt.settings import ServerOptSettings
 from flcore.topics import is_valid_id
 
 
@@ -62,9 +63,10 @@ def _split_pair(item: Any) -> tuple[str, str]:
     return gw.strip(), token
 
 
-class CloudSettings(BaseSettings, RobustSettings):
+class CloudSettings(BaseSettings, RobustSettings, ServerOptSettings):
     """Everything ``iotfl cloud`` needs; every field also reads ``IOTFL_<NAME>`` from the environment. Its robust
-    ``aggregation`` rule runs over the gateways' mean deltas."""
+    ``aggregation`` rule runs over the gateways' mean deltas; its mean delta is the pseudo-gradient of the
+    ``server_opt`` server optimizer."""
 
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
@@ -91,7 +93,9 @@ class CloudSettings(BaseSettings, RobustSettings):
     chunk: int = Field(DEFAULT_CHUNK, ge=1, le=MAX_CHUNK, description="quantization chunk length")
     min_battery: float = Field(0.1, ge=0, le=1, description="battery a device needs to train")
     gateway_rounds: int = Field(1, ge=1, le=100, description="gateway sub-rounds per global round")
-    server_lr: float = Field(1.0, gt=0, description="server learning rate applied to the FedAvg step")
+    select: float | None = Field(
+        None, gt=0, le=1, description="fraction of each gateway's devices asked to train a round (none = every device)"
+    )
     max_samples: int = Field(
         100_000, ge=1, description="samples one device update may claim (as at the gateways): agg n ≤ k × this"
     )

@@ -26,6 +26,9 @@ class CurrentRound(BaseModel):
     mode: Literal["sync", "async"] = Field(
         "sync", description="async: gateways accept updates of earlier rounds with a staleness weight (optional key)"
     )
+    select: float | None = Field(
+        None, description="fraction of its devices a gateway asks to train (optional key; null/absent = every device)"
+    )
 
 
 class GatewayShare(BaseModel):
@@ -93,6 +96,8 @@ class Status(BaseModel):
     total_rounds: int
     initial_accuracy: float = Field(description="held-out accuracy of model version 0")
     deadline: float | None = Field(None, description="the open round's deadline (unix seconds)")
+    server_opt: str = Field("fedavg", description="the server optimizer: fedavg | fedavgm | fedadam | fedyogi")
+    server_lr: float = Field(1.0, description="its server learning rate η (the given one or its default)")
 
 
 class AggregateResult(BaseModel):

@@ -62,6 +62,8 @@ class RoundInfo:
     gateway_rounds: int = 1
     # ``async`` accepts updates of earlier rounds with a staleness discount; an unknown or missing mode is ``sync``.
     mode: str = "sync"
+    # The fraction of its devices asked to train (0 < F ≤ 1), passed on in the task; None = every device.
+    select: float | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> RoundInfo:
@@ -81,6 +83,7 @@ class RoundInfo:
                 min_battery=float(data["min_battery"]),
                 gateway_rounds=_int(data.get("gateway_rounds", 1)),
                 mode="async" if data.get("mode") == "async" else "sync",
+                select=_fraction(data.get("select")),
             )
             ModelSpec(info.layers)
         except (KeyError, TypeError, ValueError) as exc:
@@ -110,6 +113,15 @@ class Model:
     version: int
     layers: tuple[int, ...]
     w: np.ndarray
+
+
+def _fraction(value: Any) -> float | None:
+    """An optional fraction in (0, 1]; null or absent is None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"select must be a fraction in (0, 1], got {value!r}")
+    return float(value)
 
 
 def _int(value: Any) -> int:

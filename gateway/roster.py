@@ -54,7 +54,8 @@ class Roster:
             return "quorum"
         if fraction > 0 and k >= max(1, math.ceil(fraction * len(self.live) - 1e-9)):
             return "quorum_fraction"
-        if k >= 1 and self.live <= accepted | self.skipped(round, sub):
+        # Every live device answered, if only with a skip: waiting for the deadline would stall the round.
+        if (k >= 1 or self.live) and self.live <= accepted | self.skipped(round, sub):
             return "all_answered"
         return None
 

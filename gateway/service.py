@@ -296,6 +296,7 @@ class RoundLoop:
             info.chunk,
             deadline,
             info.min_battery,
+            select=info.select,
             sub=sub,
             enc=enc,
             topk=self.settings.topk if enc == TOPK else None,

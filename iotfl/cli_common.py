@@ -117,6 +117,18 @@ AggregationOpt = Annotated[str, opt("Aggregation rule: fedavg | clip | trimmed-m
 ClipNormOpt = Annotated[float, opt("clip: bound on each update's L2 norm (0 = the round's median norm).", "CLIP_NORM")]
 TrimOpt = Annotated[float, opt("trimmed-mean: fraction of the updates trimmed at each end.", "TRIM")]
 KrumFOpt = Annotated[float, opt("krum: fraction of the updates assumed hostile.", "KRUM_F")]
+# Server optimizers (docs/learning.md), the same options on the cloud and the demo.
+ServerOptOpt = Annotated[str, opt("Server optimizer: fedavg | fedavgm | fedadam | fedyogi.", "SERVER_OPT")]
+ServerLrOpt = Annotated[
+    float | None,
+    opt("Server learning rate η [default: per optimizer: fedavg 1, fedavgm 0.1, fedadam/fedyogi 0.01].", "SERVER_LR"),
+]
+ServerMomentumOpt = Annotated[float, opt("fedavgm: momentum β; fedadam/fedyogi: β1 (0 ≤ β < 1).", "SERVER_MOMENTUM")]
+ServerBeta2Opt = Annotated[float, opt("fedadam/fedyogi: β2 of the second moment (0 ≤ β2 < 1).", "SERVER_BETA2")]
+ServerEpsOpt = Annotated[float, opt("fedadam/fedyogi: τ, the adaptivity floor (> 0).", "SERVER_EPS")]
+SelectOpt = Annotated[
+    float | None, opt("Fraction of each gateway's devices asked to train a round (0 < F ≤ 1) [default: all].", "SELECT")
+]
 # Update encodings (flcore.encodings, docs/protocol.md "Encodings").
 TopkOpt = Annotated[
     float, opt("topk: fraction of the delta's values each update keeps (0 < F ≤ 1).", "TOPK", min=1e-6, max=1)

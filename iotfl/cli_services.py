@@ -17,6 +17,12 @@ from iotfl.cli_common import (
     ClipNormOpt,
     ConfigOpt,
     KrumFOpt,
+    SelectOpt,
+    ServerBeta2Opt,
+    ServerEpsOpt,
+    ServerLrOpt,
+    ServerMomentumOpt,
+    ServerOptOpt,
     TopkOpt,
     TrimOpt,
     err,
@@ -87,7 +93,12 @@ def cloud_cmd(
         float, opt("Battery floor (0..1) below which devices should not train.", "MIN_BATTERY")
     ] = 0.1,
     gateway_rounds: Annotated[int, opt("Local aggregation rounds per global round.", "GATEWAY_ROUNDS", min=1)] = 1,
-    server_lr: Annotated[float, opt("Server learning rate applied to the averaged delta.", "SERVER_LR")] = 1.0,
+    server_opt: ServerOptOpt = "fedavg",
+    server_lr: ServerLrOpt = None,
+    server_momentum: ServerMomentumOpt = 0.9,
+    server_beta2: ServerBeta2Opt = 0.99,
+    server_eps: ServerEpsOpt = 1e-3,
+    select: SelectOpt = None,
     mode: Annotated[
         str, opt("sync | async: whether gateways count updates of earlier rounds, staleness-weighted.", "MODE")
     ] = "sync",

@@ -73,6 +73,7 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             "--mode",
             settings.mode,
             *settings.rule_flags(),
+            *settings.cloud_flags(),
             *common,
         ],
         env={"IOTFL_GATEWAY_TOKENS": ",".join(f"{gw}={tok}" for gw, tok in tokens.items())},
@@ -266,6 +267,7 @@ def build_report(
         "config": {
             **settings.model_dump(),
             "lr": lr,
+            "server_lr": settings.opt_params.eta,
             "epochs": epochs,
             "batch": batch,
             "layers": list(dataset.layers),

@@ -11,6 +11,7 @@ from device_sim.attack import parse_attack
 from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.encodings import DEFAULT_TOPK, check_encoding
 from flcore.robust import RuleParams, check_rule
+from flcore.server_opt.settings import ServerOptSettings
 from iotfl.chaos import check_plan
 
 # Local-training hyper-parameters per dataset (lr, epochs, batch), tuned on this project's demo runs.
@@ -22,7 +23,7 @@ TRAINING_DEFAULTS: dict[str, tuple[float, int, int]] = {
 CSV_DEFAULTS = (0.05, 2, 8)
 
 
-class DemoSettings(BaseSettings):
+class DemoSettings(BaseSettings, ServerOptSettings):
     model_config = SettingsConfigDict(env_prefix="IOTFL_", extra="ignore")
 
     devices: int = Field(50, ge=1)
@@ -49,6 +50,7 @@ class DemoSettings(BaseSettings):
     clip_norm: float = 0.0
     trim: float = 0.2
     krum_f: float = 0.2
+    select: float | None = Field(None, gt=0, le=1)
     attack: str | None = None
     enc: str | None = None
     topk: float = Field(DEFAULT_TOPK, gt=0, le=1)
@@ -78,6 +80,10 @@ class DemoSettings(BaseSettings):
     def _rule_params(self) -> DemoSettings:
         RuleParams(clip_norm=self.clip_norm, trim=self.trim, krum_f=self.krum_f)  # raises on a bad parameter
         return self
+
+    def cloud_flags(self) -> list[str]:
+        """The server-optimizer and selection flags of the cloud."""
+        return [*self.server_opt_flags(), *(["--select", str(self.select)] if self.select is not None else [])]
 
     def rule_flags(self) -> list[str]:
         """The aggregation flags of the cloud and the gateways."""

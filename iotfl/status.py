@@ -127,10 +127,12 @@ def show_status(cloud: str, as_json: bool, out: Console, err: Console) -> int:
         return 0
     states = status["device_states"]
     by_state = f"  device statuses: {', '.join(f'{n} {s}' for s, n in states.items())}" if states else ""
+    # An older cloud does not name its server optimizer.
+    opt = f"  server {status['server_opt']} (lr {status['server_lr']:g})" if "server_opt" in status else ""
     out.print(
         f"fleet [bold]{status['fleet']}[/]  round {status['round']}/{status['total_rounds']}  "
         f"model v{status['model_version']}  state [bold]{status['state']}[/]  "
-        f"devices seen {status['devices_seen']}{by_state}"
+        f"devices seen {status['devices_seen']}{by_state}{opt}"
     )
     out.print(gateways_table(status, time.time()))
     if status["overview"] is not None and status["overview"]["rejected"]:

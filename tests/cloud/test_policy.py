@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cloud.policy import Step, Verdict, all_reported, classify, global_update, live_since, next_step
+from flcore.server_opt import OptParams
 
 
 def verdict(**kw) -> Verdict:
@@ -59,5 +60,5 @@ def test_global_update_is_base_plus_weighted_mean_delta() -> None:
     np.testing.assert_allclose(update.weights, expected, rtol=1e-6)
     assert update.weights.dtype == np.float32 and (update.n, update.k) == (4, 3)
     assert update.train_loss == pytest.approx((3 * 0.6 + 0.2) / 4)
-    half = global_update(base, [(3 * d1, 3, 2, 0.6)], server_lr=0.5)
+    half = global_update(base, [(3 * d1, 3, 2, 0.6)], OptParams(lr=0.5))
     np.testing.assert_allclose(half.weights, base + 0.5 * d1, rtol=1e-6)

@@ -30,8 +30,9 @@ def test_defaults_match_the_contract() -> None:
         256,
         0.1,
         1,
-        1.0,
+        None,
     )
+    assert (s.server_opt, s.opt_params.eta, s.select) == ("fedavg", 1.0, None)
 
 
 def test_tokens_from_the_environment_string(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,6 +79,12 @@ def test_bad_tokens_are_refused_with_a_clear_message(tokens: str, message: str) 
         {"min_battery": 1.5},
         {"chunk": 0},
         {"server_lr": 0},
+        {"server_opt": "sgd"},
+        {"server_momentum": 1},
+        {"server_beta2": -0.5},
+        {"server_eps": 0},
+        {"select": 0},
+        {"select": 1.5},
         {"fleet": "a/b"},
         {"gateway_rounds": 0},
     ],

@@ -38,11 +38,13 @@ def test_close_rule() -> None:
     # A later status without skip keeps the remembered skip.
     r.on_status("c", online("c"))
     assert r.close_reason(1, 0, {"a", "b"}, 2, quorum=0) == "all_answered"
-    # Everyone skipped: no update accepted, so keep waiting (the deadline ends it).
+    # Everyone skipped: nothing will come, so close now rather than at the deadline.
     for dev in ("a", "b"):
         r.on_status(dev, online(dev, round=1, sub=0, skip="ram"))
     assert r.skipped(1, 0) == r.live == {"a", "b", "c"}
-    assert r.close_reason(1, 0, set(), 0, quorum=0) is None
+    assert r.close_reason(1, 0, set(), 0, quorum=0) == "all_answered"
+    # No live device and no update: nothing is known yet, keep waiting.
+    assert Roster("gw0").close_reason(1, 0, set(), 0, quorum=0) is None
     assert r.close_reason(1, 1, {"a"}, 1, quorum=1) == "quorum"
     assert r.close_reason(1, 1, {"a"}, 1, quorum=2) is None
 
