@@ -43,9 +43,9 @@ OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 # in-process exploration on digits (docs/learning.md; 3 seeds, α 0.5 and 0.1, 50 rounds, 20 % of 100 devices).
 SERVER_PARAMS: dict[str, dict[str, float]] = {
     "fedavg": {"lr": 1.0},
-    "fedavgm": {"lr": 1.5, "momentum": 0.8},
-    "fedadam": {"lr": 0.02, "momentum": 0.9, "beta2": 0.99, "eps": 1e-3},
-    "fedyogi": {"lr": 0.02, "momentum": 0.9, "beta2": 0.99, "eps": 1e-3},
+    "fedavgm": {"lr": 1.5, "momentum": 0.7},
+    "fedadam": {"lr": 0.03, "momentum": 0.8, "beta2": 0.99, "eps": 1e-3},
+    "fedyogi": {"lr": 0.03, "momentum": 0.8, "beta2": 0.99, "eps": 1e-3},
 }
 # What `iotfl demo` does without the flag: such a value is not passed, so a demo without the flag runs the cell too.
 DEMO_DEFAULTS = {"server-opt": "fedavg", "server-lr": 1.0, "select": 1.0}
@@ -75,7 +75,7 @@ def demo_options(dataset: str, alpha: float, opt: str, seed: int, config: dict[s
     return [
         *("--sim", "batched", "--devices", str(config["devices"]), "--gateways", str(config["gateways"])),
         *("--rounds", str(config["rounds"]), "--dataset", dataset, "--alpha", f"{alpha:g}", "--seed", str(seed)),
-        "--no-battery",
+        *("--no-battery", "--round-timeout", f"{config['round_timeout']:g}"),
         *(x for k, v in flags.items() if DEMO_DEFAULTS.get(k) != v for x in (f"--{k}", str(v))),
     ]
 
@@ -227,6 +227,14 @@ def main(
     devices: Annotated[int, typer.Option(min=1)] = 100,
     gateways: Annotated[int, typer.Option(min=1)] = 5,
     select: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of devices selected per round")] = 0.2,
+    round_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="the demo's --round-timeout: a gateway none of whose devices was selected "
+            "posts nothing, and the cloud closes that round only at this deadline (+10 s)",
+        ),
+    ] = 5.0,
     server_lr: Annotated[float | None, typer.Option(min=0.0, help="η of every optimizer but fedavg")] = None,
     server_momentum: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="β (fedavgm) / β1")] = None,
     server_beta2: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="β2 of fedadam, fedyogi")] = None,

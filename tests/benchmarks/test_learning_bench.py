@@ -13,7 +13,7 @@ import pytest
 from benchmarks.learning import SERVER_PARAMS, demo_options, markdown, rounds_to, server_params, summarize
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "learning.py"
-CONFIG = {"devices": 100, "gateways": 5, "rounds": 50, "select": 0.2}
+CONFIG = {"devices": 100, "gateways": 5, "rounds": 50, "select": 0.2, "round_timeout": 5.0}
 
 
 def run(opt: str, seed: int, final: float | None, curve: list[float], central: float = 0.96) -> dict:
@@ -29,12 +29,12 @@ def test_options_pass_the_server_flags_only_where_they_differ_from_the_demo_defa
     fedavg = demo_options("digits", 0.5, "fedavg", 1, config)
     assert fedavg == [
         *("--sim", "batched", "--devices", "100", "--gateways", "5", "--rounds", "50", "--dataset", "digits"),
-        *("--alpha", "0.5", "--seed", "1", "--no-battery", "--select", "0.2"),
+        *("--alpha", "0.5", "--seed", "1", "--no-battery", "--round-timeout", "5", "--select", "0.2"),
     ]
     adam = demo_options("har", 100.0, "fedadam", 0, {**config, "select": 1.0})
     assert adam[adam.index("--alpha") + 1] == "100" and "--select" not in adam
-    assert adam[adam.index("--no-battery") + 1 :] == [
-        *("--server-opt", "fedadam", "--server-lr", "0.02", "--server-momentum", "0.9"),
+    assert adam[adam.index("--round-timeout") + 2 :] == [
+        *("--server-opt", "fedadam", "--server-lr", "0.03", "--server-momentum", "0.8"),
         *("--server-beta2", "0.99", "--server-eps", "0.001"),
     ]
 
