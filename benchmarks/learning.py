@@ -271,7 +271,7 @@ def main(
         "select": select,
         "battery": False,
     }
-    config |= {"sim": "batched", "server_params": params}
+    config |= {"sim": "batched", "round_timeout": round_timeout, "server_params": params}
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
