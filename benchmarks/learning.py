@@ -50,6 +50,7 @@ SERVER_PARAMS: dict[str, dict[str, float]] = {
 # What `iotfl demo` does without the flag: such a value is not passed, so a demo without the flag runs the cell too.
 DEMO_DEFAULTS = {"server-opt": "fedavg", "server-lr": 1.0, "select": 1.0}
 TARGET = 0.9  # of the centralized accuracy
+ABSOLUTE = 0.9  # test accuracy: the issue's "reaches 90 %"
 # The smoke run: datasets, alphas, optimizers, seeds (as the options spell them); rounds, devices, gateways, select.
 QUICK_GRID = ("sensors", "0.5", "fedavg,fedadam", "0")
 QUICK_SIZE = (3, 10, 2, 0.5)
@@ -102,15 +103,16 @@ def run_cell(dataset: str, alpha: float, opt: str, seed: int, config: dict[str, 
         "final_accuracy": data["final_accuracy"],
         "centralized_accuracy": central,
         "rounds_to_target": rounds_to(accuracies, TARGET * central),
+        "rounds_to_90": rounds_to(accuracies, ABSOLUTE),
         "accuracy_by_round": accuracies,
     }
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (dataset, α, optimizer) over its seeds: final accuracy mean and sample std (0 for one seed),
-    mean centralized accuracy, the mean gap (centralized − final, per seed), the rounds to 90 % of centralized (mean
-    over the seeds that reached it, ``reached`` how many did) and the mean accuracy by round. A cell with a failed
-    run has None figures."""
+    mean centralized accuracy, the mean gap (centralized − final, per seed), the rounds to 90 % of centralized and to
+    90 % accuracy (each the mean over the seeds that reached it, ``reached`` / ``reached_90`` how many did) and the
+    mean accuracy by round. A cell with a failed run has None figures."""
     cells: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
     for r in results:
         cells.setdefault((r["dataset"], r["alpha"], r["optimizer"]), []).append(r)
@@ -118,10 +120,10 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (dataset, alpha, opt), runs in cells.items():
         row: dict[str, Any] = {"dataset": dataset, "alpha": alpha, "optimizer": opt, "seeds": len(runs)}
         if any(r["final_accuracy"] is None for r in runs):
-            rows.append({**row, "final": None, "std": None, "centralized": None, "gap": None, "rounds_to_target": None})
+            empty = ("final", "std", "centralized", "gap", "rounds_to_target", "rounds_to_90")
+            rows.append({**row, **dict.fromkeys(empty)})
             continue
         finals = [r["final_accuracy"] for r in runs]
-        reached = [r["rounds_to_target"] for r in runs if r["rounds_to_target"] is not None]
         curves = [r["accuracy_by_round"] for r in runs]
         rows.append(
             {
@@ -130,28 +132,46 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
                 "centralized": statistics.fmean(r["centralized_accuracy"] for r in runs),
                 "gap": statistics.fmean(r["centralized_accuracy"] - r["final_accuracy"] for r in runs),
-                "rounds_to_target": statistics.fmean(reached) if reached else None,
-                "reached": len(reached),
+                **reach(runs, "rounds_to_target", "reached"),
+                **reach(runs, "rounds_to_90", "reached_90"),
                 "curve": [statistics.fmean(a for a in step if a is not None) for step in zip(*curves, strict=False)],
             }
         )
     return rows
 
 
+def reach(runs: list[dict[str, Any]], key: str, count: str) -> dict[str, Any]:
+    """``key``: the mean of the runs' rounds-to-target over the runs that reached it (None if none did); ``count``:
+    how many did."""
+    reached = [r[key] for r in runs if r.get(key) is not None]
+    return {key: statistics.fmean(reached) if reached else None, count: len(reached)}
+
+
+def reach_text(mean: float | None, reached: int, seeds: int, rounds: int) -> str:
+    if mean is None:
+        return f"> {rounds}"
+    return f"{mean:.1f}" + (f" ({reached}/{seeds} seeds)" if reached < seeds else "")
+
+
 def cell_texts(row: dict[str, Any], rounds: int) -> list[str]:
-    """The table's figures of one summary row: final ± std, centralized, gap, rounds to 90 % of centralized."""
+    """The table's figures of one summary row: final ± std, centralized, gap, rounds to 90 % of centralized and to
+    90 % accuracy."""
     if row["final"] is None:
-        return ["—"] * 4
+        return ["—"] * 5
     spread = f" ± {row['std'] * 100:.1f}" if row["seeds"] > 1 else ""
-    if row["rounds_to_target"] is None:
-        reach = f"> {rounds}"
-    else:
-        missed = f" ({row['reached']}/{row['seeds']} seeds)" if row["reached"] < row["seeds"] else ""
-        reach = f"{row['rounds_to_target']:.1f}{missed}"
-    return [f"{row['final'] * 100:.1f}{spread}", f"{row['centralized'] * 100:.1f}", f"{row['gap'] * 100:+.1f}", reach]
+    return [
+        f"{row['final'] * 100:.1f}{spread}",
+        f"{row['centralized'] * 100:.1f}",
+        f"{row['gap'] * 100:+.1f}",
+        reach_text(row["rounds_to_target"], row["reached"], row["seeds"], rounds),
+        reach_text(row["rounds_to_90"], row["reached_90"], row["seeds"], rounds),
+    ]
 
 
-HEADERS = ("dataset", "α", "optimizer", "final %", "centralized %", "gap (pt)", "rounds to 90 % of centralized")
+HEADERS = (
+    *("dataset", "α", "optimizer", "final %", "central %", "gap (pt)"),
+    *("rounds to 90 % of central", "rounds to 90 %"),
+)
 
 
 def print_table(rows: list[dict[str, Any]], title: str, rounds: int) -> None:
@@ -166,7 +186,7 @@ def print_table(rows: list[dict[str, Any]], title: str, rounds: int) -> None:
 def markdown(rows: list[dict[str, Any]], title: str, rounds: int, params: dict[str, dict[str, float]]) -> str:
     """The table as markdown (for docs to include), under a line naming the setting and the server parameters."""
     lines = [f"{title}.", ""]
-    lines += [f"Server parameters: {'; '.join(f'{o} ' + server_text(p) for o, p in params.items())}.", ""]
+    lines += [f"Server parameters: {'; '.join(f'{o} ' + server_text(o, p) for o, p in params.items())}.", ""]
     lines += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for row in rows:
         cells = [row["dataset"], f"{row['alpha']:g}", row["optimizer"], *cell_texts(row, rounds)]
@@ -174,8 +194,8 @@ def markdown(rows: list[dict[str, Any]], title: str, rounds: int, params: dict[s
     return "\n".join(lines) + "\n"
 
 
-def server_text(params: dict[str, float]) -> str:
-    names = {"lr": "η", "momentum": "β1", "beta2": "β2", "eps": "τ"}
+def server_text(opt: str, params: dict[str, float]) -> str:
+    names = {"lr": "η", "momentum": "β" if opt == "fedavgm" else "β1", "beta2": "β2", "eps": "τ"}
     return ", ".join(f"{names[k]} = {v:g}" for k, v in params.items())
 
 

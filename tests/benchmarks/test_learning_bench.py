@@ -20,8 +20,8 @@ def run(opt: str, seed: int, final: float | None, curve: list[float], central: f
     row = {"dataset": "digits", "alpha": 0.5, "optimizer": opt, "seed": seed, "final_accuracy": final}
     if final is None:
         return {**row, "error": "demo exited with 1"}
-    reach = rounds_to(curve, 0.9 * central)
-    return {**row, "centralized_accuracy": central, "rounds_to_target": reach, "accuracy_by_round": curve}
+    reach = {"rounds_to_target": rounds_to(curve, 0.9 * central), "rounds_to_90": rounds_to(curve, 0.9)}
+    return {**row, "centralized_accuracy": central, **reach, "accuracy_by_round": curve}
 
 
 def test_options_pass_the_server_flags_only_where_they_differ_from_the_demo_default() -> None:
@@ -62,14 +62,16 @@ def test_summary_takes_mean_std_gap_and_rounds_over_the_seeds_and_marks_failed_c
     assert fedavg["std"] == pytest.approx(0.0707107, abs=1e-6)
     assert fedavg["centralized"] == pytest.approx(0.95) and fedavg["gap"] == pytest.approx(0.10)
     assert fedavg["rounds_to_target"] == pytest.approx(2.5) and fedavg["reached"] == 2
+    assert fedavg["rounds_to_90"] == pytest.approx(2.5) and fedavg["reached_90"] == 2
     assert fedavg["curve"] == pytest.approx([0.55, 0.85, 0.85])
     assert fedadam["final"] is None and fedadam["rounds_to_target"] is None
     assert fedyogi["rounds_to_target"] is None and fedyogi["reached"] == 0 and fedyogi["std"] == 0.0
+    assert fedadam["rounds_to_90"] is None
     table = markdown([fedavg, fedadam, fedyogi], "setting", 3, {"fedavg": {"lr": 1.0}})
     assert table.splitlines()[2] == "Server parameters: fedavg η = 1."
-    assert "| digits | 0.5 | fedavg | 85.0 ± 7.1 | 95.0 | +10.0 | 2.5 |" in table
-    assert "| digits | 0.5 | fedadam | — | — | — | — |" in table
-    assert "| digits | 0.5 | fedyogi | 70.0 | 96.0 | +26.0 | > 3 |" in table
+    assert "| digits | 0.5 | fedavg | 85.0 ± 7.1 | 95.0 | +10.0 | 2.5 | 2.5 |" in table
+    assert "| digits | 0.5 | fedadam | — | — | — | — | — |" in table
+    assert "| digits | 0.5 | fedyogi | 70.0 | 96.0 | +26.0 | > 3 | > 3 |" in table
 
 
 def test_bad_lists_are_a_clear_error(tmp_path: Path) -> None:
