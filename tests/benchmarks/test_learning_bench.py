@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.learning import SERVER_PARAMS, demo_options, markdown, rounds_to, server_params, summarize
+from benchmarks.learning import (
+    SERVER_PARAMS,
+    demo_options,
+    earlier_runs,
+    markdown,
+    rounds_to,
+    server_params,
+    summarize,
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "learning.py"
 CONFIG = {"devices": 100, "gateways": 5, "rounds": 50, "select": 0.2, "round_timeout": 5.0}
@@ -72,6 +80,19 @@ def test_summary_takes_mean_std_gap_and_rounds_over_the_seeds_and_marks_failed_c
     assert "| digits | 0.5 | fedavg | 85.0 ± 7.1 | 95.0 | +10.0 | 2.5 | 2.5 |" in table
     assert "| digits | 0.5 | fedadam | — | — | — | — | — |" in table
     assert "| digits | 0.5 | fedyogi | 70.0 | 96.0 | +26.0 | > 3 | > 3 |" in table
+
+
+def test_resume_keeps_finished_runs_of_the_same_config_and_server_parameters(tmp_path: Path) -> None:
+    params = {"fedavg": {"lr": 1.0}, "fedadam": SERVER_PARAMS["fedadam"]}
+    config = {**CONFIG, "battery": False, "sim": "batched", "server_params": params}
+    runs = [run("fedavg", 0, 0.9, [0.9]), run("fedadam", 0, 0.95, [0.95]), run("fedadam", 1, None, [])]
+    path = tmp_path / "learning.json"
+    path.write_text(json.dumps({"config": config, "results": runs}))
+    assert list(earlier_runs(path, config)) == [("digits", 0.5, "fedavg", 0), ("digits", 0.5, "fedadam", 0)]
+    other_eta = {**config, "server_params": {**params, "fedadam": {**params["fedadam"], "lr": 0.05}}}
+    assert list(earlier_runs(path, other_eta)) == [("digits", 0.5, "fedavg", 0)]
+    assert earlier_runs(path, {**config, "rounds": 20}) == {}
+    assert earlier_runs(tmp_path / "none.json", config) == {}
 
 
 def test_bad_lists_are_a_clear_error(tmp_path: Path) -> None:
