@@ -148,7 +148,7 @@ def demo(
     krum_f: KrumFOpt = 0.2,
     server_opt: ServerOptOpt = "fedavg",
     server_lr: ServerLrOpt = None,
-    server_momentum: ServerMomentumOpt = 0.9,
+    server_momentum: ServerMomentumOpt = None,
     server_beta2: ServerBeta2Opt = 0.99,
     server_eps: ServerEpsOpt = 1e-3,
     select: SelectOpt = None,

@@ -122,10 +122,13 @@ ServerOptOpt = Annotated[str, opt("Server optimizer: fedavg | fedavgm | fedadam 
 ServerLrOpt = Annotated[
     float | None,
     opt(
-        "Server learning rate η > 0 (default per optimizer: fedavg 1, fedavgm 0.5, fedadam/fedyogi 0.05).", "SERVER_LR"
+        "Server learning rate η > 0 (default per optimizer: fedavg 1, fedavgm 1.5, fedadam/fedyogi 0.03).", "SERVER_LR"
     ),
 ]
-ServerMomentumOpt = Annotated[float, opt("fedavgm: momentum β; fedadam/fedyogi: β1 (0 ≤ β < 1).", "SERVER_MOMENTUM")]
+ServerMomentumOpt = Annotated[
+    float | None,
+    opt("fedavgm: momentum β; fedadam/fedyogi: β1 (0 ≤ β < 1; default fedavgm 0.7, others 0.8).", "SERVER_MOMENTUM"),
+]
 ServerBeta2Opt = Annotated[float, opt("fedadam/fedyogi: β2 of the second moment (0 ≤ β2 < 1).", "SERVER_BETA2")]
 ServerEpsOpt = Annotated[float, opt("fedadam/fedyogi: τ, the adaptivity floor (> 0).", "SERVER_EPS")]
 SelectOpt = Annotated[

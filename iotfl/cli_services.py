@@ -95,7 +95,7 @@ def cloud_cmd(
     gateway_rounds: Annotated[int, opt("Local aggregation rounds per global round.", "GATEWAY_ROUNDS", min=1)] = 1,
     server_opt: ServerOptOpt = "fedavg",
     server_lr: ServerLrOpt = None,
-    server_momentum: ServerMomentumOpt = 0.9,
+    server_momentum: ServerMomentumOpt = None,
     server_beta2: ServerBeta2Opt = 0.99,
     server_eps: ServerEpsOpt = 1e-3,
     select: SelectOpt = None,

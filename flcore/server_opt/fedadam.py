@@ -31,7 +31,7 @@ def adaptive_update(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The step FedAdam and FedYogi share; they differ only in ``second`` (v from v and Δ²)."""
     d = np.asarray(delta, dtype=np.float64)
-    m = p.momentum * slots["m"].astype(np.float64) + (1.0 - p.momentum) * d
+    m = p.beta * slots["m"].astype(np.float64) + (1.0 - p.beta) * d
     v = second(slots["v"].astype(np.float64), d * d, p)
     step = p.eta * m / (np.sqrt(v) + p.eps)
     return (x + step).astype(np.float32), {"m": m.astype(np.float32), "v": v.astype(np.float32)}

@@ -16,5 +16,5 @@ def init(size: int, p: OptParams) -> dict[str, np.ndarray]:
 def update(
     x: np.ndarray, delta: np.ndarray, slots: dict[str, np.ndarray], p: OptParams
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    m = p.momentum * slots["m"].astype(np.float64) + delta
+    m = p.beta * slots["m"].astype(np.float64) + delta
     return (x + p.eta * m).astype(np.float32), {"m": m.astype(np.float32)}

@@ -13,9 +13,11 @@ class ServerOptSettings(BaseModel):
 
     server_opt: str = Field(FEDAVG, description="server optimizer: fedavg | fedavgm | fedadam | fedyogi")
     server_lr: float | None = Field(
-        None, description="server learning rate η (default per optimizer: fedavg 1, fedavgm 0.5, fedadam/yogi 0.05)"
+        None, description="server learning rate η (default per optimizer: fedavg 1, fedavgm 1.5, fedadam/yogi 0.03)"
     )
-    server_momentum: float = Field(0.9, description="fedavgm: momentum β; fedadam/fedyogi: β1")
+    server_momentum: float | None = Field(
+        None, description="fedavgm: momentum β; fedadam/fedyogi: β1 (default per optimizer: fedavgm 0.7, others 0.8)"
+    )
     server_beta2: float = Field(0.99, description="fedadam/fedyogi: β2 of the second moment")
     server_eps: float = Field(1e-3, description="fedadam/fedyogi: τ, the adaptivity floor")
 
@@ -43,7 +45,7 @@ class ServerOptSettings(BaseModel):
         """The same settings as ``iotfl cloud`` flags (what the demo passes to the cloud it starts)."""
         p = self.opt_params
         return [
-            *("--server-opt", p.name, "--server-lr", str(p.eta), "--server-momentum", str(p.momentum)),
+            *("--server-opt", p.name, "--server-lr", str(p.eta), "--server-momentum", str(p.beta)),
             *("--server-beta2", str(p.beta2), "--server-eps", str(p.eps)),
         ]
 

@@ -115,4 +115,4 @@ def test_iotfl_status_shows_the_server_optimizer(start_cloud: StartCloud) -> Non
     cloud = start_cloud(server_opt="fedyogi")
     result = CliRunner().invoke(app, ["status", "--cloud", cloud.url], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "server fedyogi (lr 0.05)" in result.output.splitlines()[0]
+    assert "server fedyogi (lr 0.03)" in result.output.splitlines()[0]

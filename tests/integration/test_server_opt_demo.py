@@ -25,7 +25,7 @@ def test_fedadam_with_half_the_devices_selected(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     config = report["config"]
-    assert (config["server_opt"], config["server_lr"], config["select"]) == ("fedadam", 0.05, 0.5)
+    assert (config["server_opt"], config["server_lr"], config["select"]) == ("fedadam", 0.03, 0.5)
     ks = [r["k"] for r in report["rounds"]]
     assert len(ks) == ROUNDS and all(0 < k < DEVICES for k in ks)
     # Round 1's task carries the fraction (each device draws: about half, within binomial noise); once a gateway
