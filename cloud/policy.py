@@ -101,23 +101,31 @@ class GlobalUpdate:
     opt_state: OptState
 
 
+# One gateway aggregate as the round close reads it: (sum, n, k, loss) and optionally its per-parameter ``cover``.
+Contribution = tuple[np.ndarray, int, int, float] | tuple[np.ndarray, int, int, float, np.ndarray | None]
+
+
 def global_update(
     base: np.ndarray,
-    sums: Iterable[tuple[np.ndarray, int, int, float]],
+    sums: Iterable[Contribution],
     opt: OptParams | None = None,
     rule: str = FEDAVG,
     params: RuleParams | None = None,
     state: OptState | None = None,
 ) -> GlobalUpdate:
     """The server optimizer ``opt`` (None = FedAvg at η = 1) stepped from its ``state`` (None = fresh) with
-    Δ = ``Σ sum / Σ n`` over (sum, n, k, loss) aggregates; with a robust ``rule`` Δ is that rule over the
-    aggregates' mean deltas ``sum / n`` instead (``n``, ``k`` and the loss still count all)."""
+    Δ = ``Σ sum / Σ n`` over (sum, n, k, loss[, cover]) aggregates, per parameter ``Σ sum / Σ cover`` when some
+    carry a ``cover`` (width-sliced updates, flcore.hetero); with a robust ``rule`` Δ is that rule over the
+    aggregates' mean deltas instead (``n``, ``k`` and the loss still count all)."""
     acc = WeightedSum(len(base))
     rows = None if rule == FEDAVG else Rows(len(base))
-    for total, n, k, loss in sums:
-        acc.add_sum(np.asarray(total, dtype=np.float64), n, k, loss)
+    for total, n, k, loss, *rest in sums:
+        cover = rest[0] if rest else None
+        acc.add_sum(np.asarray(total, dtype=np.float64), n, k, loss, cover)
         if rows is not None:
-            rows.add_float(np.asarray(total, dtype=np.float64) / n, n)
+            one = WeightedSum(len(base))
+            one.add_sum(np.asarray(total, dtype=np.float64), n, k, loss, cover)
+            rows.add_float(one.mean(), n)
     if rows is not None and len(rows):
         acc = robust_sum(acc, aggregate(rule, rows, params or RuleParams()).delta)
     weights, opt_state = server_opt.step(opt or OptParams(), base, acc.mean_delta(), state)

@@ -65,6 +65,7 @@ class RoundViews:
             mode=s_.mode,
             select=s_.select,
             personal=s_.personal_epochs,
+            widths=s_.width_map,
         )
 
     def round_info(self, r: int) -> RoundInfo | None:

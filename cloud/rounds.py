@@ -220,6 +220,7 @@ class Rounds(RoundViews):
                 counted_in=counted_in,
                 weight=weight,
                 pers=None if agg.pers is None else {"p": agg.pers.p, "g": agg.pers.g, "c": agg.pers.c},
+                cover=None if agg.cover is None else f32(agg.cover),
             )
         )
         return Submission(verdict, counted_in, staleness, weight)
@@ -267,7 +268,10 @@ class Rounds(RoundViews):
             raise CloudError(f"model version {row.base} is missing from the database")
         update = global_update(
             from_f32(base.weights),
-            ((a.weight * from_f32(a.total), a.n, a.k, a.loss) for a in aggs),
+            (
+                (a.weight * from_f32(a.total), a.n, a.k, a.loss, None if a.cover is None else from_f32(a.cover))
+                for a in aggs
+            ),
             self.settings.opt_params,
             self.settings.aggregation,
             self.settings.rule_params,

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flcore.quantize import DEFAULT_CHUNK, MAX_CHUNK
+from flcore.resources import class_map_text, parse_class_map
 from flcore.robust.settings import RobustSettings
 from flcore.server_opt.settings import ServerOptSettings
 from flcore.topics import is_valid_id
@@ -96,6 +97,9 @@ class CloudSettings(BaseSettings, RobustSettings, ServerOptSettings):
     select: float | None = Field(
         None, gt=0, le=1, description="fraction of each gateway's devices asked to train a round (none = every device)"
     )
+    widths: str | None = Field(
+        None, description="width-sliced sub-models per RAM class, e.g. class1=0.5 (HeteroFL; none = whole model)"
+    )
     personal_epochs: int = Field(
         0, ge=0, le=1000, description="epochs devices fine-tune a personal head and report local accuracies (0 = off)"
     )
@@ -148,6 +152,18 @@ class CloudSettings(BaseSettings, RobustSettings, ServerOptSettings):
         if not is_valid_id(value):
             raise ValueError(f"fleet {value!r} must match [A-Za-z0-9_-]{{1,64}}")
         return value
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return class_map_text(parse_class_map(value, what="widths", lo=0.0, hi=1.0))
+
+    @property
+    def width_map(self) -> dict[str, float] | None:
+        """The widths the tasks name per RAM class (``flcore.hetero``), None when every class trains it all."""
+        return parse_class_map(self.widths, what="widths", lo=0.0, hi=1.0) if self.widths else None
 
 
 __all__ = ["CloudSettings", "parse_tokens"]

@@ -30,6 +30,9 @@ class CurrentRound(BaseModel):
         None, description="fraction of its devices a gateway asks to train (optional key; null/absent = every device)"
     )
     personal: int = Field(0, description="epochs of personal-head fine-tuning asked of devices, 0 = none")
+    widths: dict[str, float] | None = Field(
+        None, description="width-sliced sub-model per RAM class (HeteroFL; optional key, null = every class whole)"
+    )
 
 
 class LocalAccuracy(BaseModel):

@@ -43,6 +43,7 @@ from flcore.datasets import Dataset
 from flcore.encodings import encode
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
+from flcore.hetero import indices, sub_spec, width_for
 from flcore.messages import Ack, Status, Task
 from flcore.topics import GatewayTopics, status_topic
 
@@ -286,7 +287,9 @@ class BatchedFleet:
                     link.status(m, skip_state(reason), round=task.round, sub=task.sub, skip=reason)
         groups: dict[tuple[Any, ...], list[tuple[Member, Task]]] = {}
         for m, task in chosen:
-            groups.setdefault((task.layers, task.lr, task.epochs, task.batch, task.personal), []).append((m, task))
+            width = width_for(task.widths, m.profile.ram_class)
+            key = (task.layers, task.lr, task.epochs, task.batch, task.personal, width)
+            groups.setdefault(key, []).append((m, task))
         published = 0
         for group in groups.values():
             for at in range(0, len(group), SLICE):
@@ -300,12 +303,17 @@ class BatchedFleet:
         """Train ``part`` together and publish each device's update; returns how many went out."""
         s, ds = self.settings, self.dataset
         task0 = part[0][1]
-        w0 = np.stack([task.w for _, task in part]).astype(np.float32, copy=False)
+        # A device whose RAM class the task gives a width trains that sub-model (flcore.hetero), on its slice.
+        width = width_for(task0.widths, part[0][0].profile.ram_class)
+        spec, idx = task0.spec, None
+        if width < 1.0:
+            spec, idx = sub_spec(task0.spec, width), indices(task0.spec, width)
+        w0 = np.stack([task.w if idx is None else task.w[idx] for _, task in part]).astype(np.float32, copy=False)
         seeds = [shuffle_seed(s.seed, m.dev, task.round, task.sub) for m, task in part]
         shards = [m.shard(task, s.seed) for m, task in part]
         started = time.perf_counter()
         new_w, losses = train_batched(
-            task0.spec,
+            spec,
             w0,
             ds.x_train,
             ds.y_train,
@@ -334,7 +342,18 @@ class BatchedFleet:
                 n, seq, loss, ram = len(shards[i]), m.seq, float(losses[i]), m.profile.ram_class
                 body, m.residual = encode(deltas[i], task.enc or s.enc, task.chunk, task.topk or s.topk, m.residual)
                 make = partial(
-                    make_up, m.dev, task, n, loss, seq, body, train_ms=train_ms, ram=ram, fw=s.fw, accuracy=accuracy
+                    make_up,
+                    m.dev,
+                    task,
+                    n,
+                    loss,
+                    seq,
+                    body,
+                    train_ms=train_ms,
+                    ram=ram,
+                    fw=s.fw,
+                    accuracy=accuracy,
+                    width=width,
                 )
                 sealed = spend_and_seal(m.battery, task, n, self._task_bytes.get(m.profile.gw, 0), make, m.key)
                 if sealed is None:

@@ -39,6 +39,7 @@ from device_sim.update import local_delta, make_up, spend_and_seal
 from flcore.encodings import encode
 from flcore.endpoints import parse_broker_url
 from flcore.errors import WireError
+from flcore.hetero import width_for
 from flcore.messages import Ack, Status, Task
 from flcore.topics import GatewayTopics, status_topic
 
@@ -321,7 +322,8 @@ class SimDevice:
             # Only this executor thread touches the personal state: a device handles one task at a time.
             self._personal = self._personal or Personal.of(s.seed, self.dev, len(self.y))
             x, y = x[self._personal.train], y[self._personal.train]
-        delta, loss, train_ms = local_delta(self.dev, task, x, y, s, self._dp_rng, self.attack)
+        width = width_for(task.widths, self.ram_class)
+        delta, loss, train_ms = local_delta(self.dev, task, x, y, s, self._dp_rng, self.attack, width)
         if self._personal is not None and task.personal:
             accuracy = self._personal.step(task, self.x, self.y, personal_seed(s.seed, self.dev, task))
         with self._lock:
@@ -332,7 +334,18 @@ class SimDevice:
             self._seq += 1
             n, seq, ram = len(y), self._seq, self.ram_class
             make = partial(
-                make_up, self.dev, task, n, loss, seq, body, train_ms=train_ms, ram=ram, fw=s.fw, accuracy=accuracy
+                make_up,
+                self.dev,
+                task,
+                n,
+                loss,
+                seq,
+                body,
+                train_ms=train_ms,
+                ram=ram,
+                fw=s.fw,
+                accuracy=accuracy,
+                width=width,
             )
             sealed = spend_and_seal(self.battery, task, n, rx_bytes, make, self.key)
             if sealed is None:

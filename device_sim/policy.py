@@ -15,6 +15,7 @@ import hashlib
 
 from device_sim.battery import Battery
 from flcore.energy import RoundEnergy, sleeping_round, training_round, up_bytes
+from flcore.hetero import sub_spec, width_for
 from flcore.messages import Task
 from flcore.model import ModelSpec
 from flcore.resources import can_train
@@ -133,11 +134,12 @@ def decide_task(
     skip reason."""
     energy = battery.energy
     cost = None
+    spec = sub_spec(task.spec, width_for(task.widths, ram_class))  # what this device's class is told to train
     if energy is not None:
-        tx = up_bytes(task.spec, task.chunk)
-        cost = training_round(energy, task.spec, samples, task.epochs, rx_bytes, tx)
+        tx = up_bytes(spec, task.chunk)
+        cost = training_round(energy, spec, samples, task.epochs, rx_bytes, tx)
     return decide(
-        spec=task.spec,
+        spec=spec,
         batch=task.batch,
         ram_class=ram_class,
         battery=battery,

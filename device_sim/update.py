@@ -15,6 +15,7 @@ from device_sim.policy import shuffle_seed
 from device_sim.settings import FleetSettings
 from device_sim.trainer import train_local
 from flcore.encodings import Encoded
+from flcore.hetero import slice_weights, sub_spec
 from flcore.messages import Task, Up
 from flcore.privacy import clip_and_noise
 
@@ -29,16 +30,21 @@ def local_delta(
     settings: FleetSettings,
     dp_rng: np.random.Generator,
     attack: Attack | None,
+    width: float = 1.0,
 ) -> tuple[np.ndarray, float, int]:
     """``dev`` trains on its shard ``(x, y)`` from the task's weights: the delta it sends, its training loss and the
     milliseconds the training took. With ``settings.dp_clip`` the delta is clipped and noised (from ``dp_rng``) and
-    the loss reported as 0; an ``attack`` poisons the delta after that."""
+    the loss reported as 0; an ``attack`` poisons the delta after that. With ``width`` < 1 the device trains that
+    width-sliced sub-model (``flcore.hetero``) and the delta is the sub-model's."""
     s = settings
     started = time.perf_counter()
     seed = shuffle_seed(s.seed, dev, task.round, task.sub)
-    new_w, loss = train_local(task.spec, task.w, x, y, task.lr, task.epochs, task.batch, seed)
+    spec, w = task.spec, task.w
+    if width < 1.0:
+        spec, w = sub_spec(task.spec, width), slice_weights(task.spec, task.w, width)
+    new_w, loss = train_local(spec, w, x, y, task.lr, task.epochs, task.batch, seed)
     train_ms = int(round((time.perf_counter() - started) * 1000))
-    delta = new_w - task.w
+    delta = new_w - w
     if s.dp_clip > 0:
         delta, norm = clip_and_noise(delta, s.dp_clip, s.dp_noise, dp_rng)
         log.debug("%s: round %d delta norm %.4f, clip %.4f", dev, task.round, norm, s.dp_clip)
@@ -61,13 +67,14 @@ def make_up(
     ram: str,
     fw: str,
     accuracy: tuple[float, float] | None = None,
+    width: float = 1.0,
 ) -> Up:
     """The update of ``dev`` for ``task`` carrying ``body`` (``flcore.encodings.encode`` of its delta); ``level`` is
     the battery after the training and the send; ``accuracy`` its local held-out (personal, global) accuracies."""
     meta: dict[str, object] = {"battery": round(level, 4), "train_ms": train_ms, "ram_class": ram, "fw": fw}
     if accuracy is not None:
         meta["pacc"], meta["gacc"] = round(accuracy[0], 4), round(accuracy[1], 4)
-    return Up.of(body, dev, task.round, task.base, n, loss, seq, task.sub, meta)
+    return Up.of(body, dev, task.round, task.base, n, loss, seq, task.sub, meta, width)
 
 
 def spend_and_seal(

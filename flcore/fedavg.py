@@ -27,6 +27,8 @@ class WeightedSum:
     n: int = 0
     k: int = 0
     loss_sum: float = 0.0
+    # Σ n per parameter once a width-sliced update (flcore.hetero) came in; None while every update was whole (= n).
+    cover: np.ndarray | None = field(default=None, repr=False)
     _folded: np.ndarray = field(init=False, repr=False)
     _block: list[tuple[np.ndarray, np.ndarray, int]] = field(init=False, repr=False)
     _block_chunk: int = field(init=False, default=0, repr=False)
@@ -69,17 +71,41 @@ class WeightedSum:
         if len(self._block) == self._block_size:
             self._close_block()
 
-    def add_sum(self, weighted: np.ndarray, n: int, k: int, loss: float) -> None:
-        """Fold in an already weighted sum (a gateway aggregate) whose samples average ``loss``."""
+    def add_sum(self, weighted: np.ndarray, n: int, k: int, loss: float, cover: np.ndarray | None = None) -> None:
+        """Fold in an already weighted sum (a gateway aggregate) whose samples average ``loss``; ``cover`` is its Σ n
+        per parameter when some of its updates were width-sliced (None: ``n`` for every parameter)."""
         if weighted.shape != (self.size,):
             raise ValueError(f"sum has shape {weighted.shape}, expected ({self.size},)")
         _check_counts(n, k)
+        if cover is not None and (cover.shape != (self.size,) or np.any(cover < 0) or np.any(cover > n)):
+            raise ValueError(f"cover must hold {self.size} values in 0..n")
         if self._block:
             self._close_block()  # keeps the order of the sum the order of the updates
         self._folded += weighted
-        self._count(n, k, loss)
+        if cover is not None:
+            np.add(self._cover(), cover, out=self.cover)
+        self._count(n, k, loss, whole=cover is None)
 
-    def _count(self, n: int, k: int, loss: float) -> None:
+    def add_sliced(self, delta: np.ndarray, idx: np.ndarray, n: int, loss: float) -> None:
+        """Fold in one update of a width-sliced sub-model: ``delta[i]`` is the change of full parameter ``idx[i]``
+        (``flcore.hetero.indices``, no repeats); the other parameters were not trained by it."""
+        if delta.shape != idx.shape or idx.ndim != 1:
+            raise ValueError(f"delta {delta.shape} and idx {idx.shape} must be equal-length vectors")
+        _check_counts(n, 1)
+        if self._block:
+            self._close_block()
+        self._folded[idx] += n * np.asarray(delta, dtype=np.float64)
+        self._cover()[idx] += n
+        self._count(n, 1, loss, whole=False)
+
+    def _cover(self) -> np.ndarray:
+        if self.cover is None:
+            self.cover = np.full(self.size, float(self.n))
+        return self.cover
+
+    def _count(self, n: int, k: int, loss: float, whole: bool = True) -> None:
+        if whole and self.cover is not None:
+            self.cover += n
         self.n += n
         self.k += k
         self.loss_sum += n * float(loss)
@@ -117,10 +143,16 @@ class WeightedSum:
     def mean_loss(self) -> float:
         return self.loss_sum / self.n if self.n else float("nan")
 
-    def mean_delta(self) -> np.ndarray:
+    def mean(self) -> np.ndarray:
+        """Σ n·delta / Σ n per parameter in float64 (over the devices that trained it; 0 where none did)."""
         if self.n == 0:
             raise ValueError("no updates to average")
-        return (self.total / self.n).astype(np.float32)
+        if self.cover is None:
+            return self.total / self.n
+        return np.divide(self.total, self.cover, out=np.zeros(self.size), where=self.cover > 0)
+
+    def mean_delta(self) -> np.ndarray:
+        return self.mean().astype(np.float32)
 
 
 def apply(base: np.ndarray, acc: WeightedSum, server_lr: float = 1.0) -> np.ndarray:

@@ -31,11 +31,21 @@ def staleness_weight(staleness: int, exponent: float = DEFAULT_EXPONENT) -> floa
 
 
 def add_stale(
-    acc: WeightedSum, delta: np.ndarray, n: int, loss: float, staleness: int, exponent: float = DEFAULT_EXPONENT
+    acc: WeightedSum,
+    delta: np.ndarray,
+    n: int,
+    loss: float,
+    staleness: int,
+    exponent: float = DEFAULT_EXPONENT,
+    idx: np.ndarray | None = None,
 ) -> float:
-    """Fold one update ``staleness`` rounds behind into ``acc`` with its discounted weight; returns the weight."""
+    """Fold one update ``staleness`` rounds behind into ``acc`` with its discounted weight (a width-sliced one's
+    ``delta`` at full positions ``idx``); returns the weight."""
     weight = staleness_weight(staleness, exponent)
-    acc.add_sum(weight * n * np.asarray(delta, dtype=np.float64), n, 1, loss)
+    if idx is not None:
+        acc.add_sliced(weight * np.asarray(delta, dtype=np.float64), idx, n, loss)
+    else:
+        acc.add_sum(weight * n * np.asarray(delta, dtype=np.float64), n, 1, loss)
     return weight
 
 

@@ -66,6 +66,8 @@ class RoundInfo:
     select: float | None = None
     # Epochs of personal-head fine-tuning the task asks of devices (0 = none, also when the cloud does not say).
     personal: int = 0
+    # The width each named RAM class trains at (flcore.hetero), passed on in the task; None = the whole model.
+    widths: dict[str, float] | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> RoundInfo:
@@ -87,6 +89,7 @@ class RoundInfo:
                 mode="async" if data.get("mode") == "async" else "sync",
                 select=_fraction(data.get("select")),
                 personal=_int(data.get("personal", 0)),
+                widths=_widths(data.get("widths")),
             )
             ModelSpec(info.layers)
         except (KeyError, TypeError, ValueError) as exc:
@@ -128,6 +131,17 @@ def _fraction(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
         raise ValueError(f"select must be a fraction in (0, 1], got {value!r}")
     return float(value)
+
+
+def _widths(value: Any) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
+        for k, v in value.items()
+    ):
+        raise ValueError(f"widths must map RAM classes to fractions in (0, 1], got {value!r:.80}")
+    return {k: float(v) for k, v in value.items()} or None
 
 
 def _int(value: Any) -> int:

@@ -37,7 +37,9 @@ from flcore.encodings import ACCEPTED_BY_DEFAULT, F32, TOPK, check_encoding
 from flcore.errors import WireError
 from flcore.fedavg import WeightedSum
 from flcore.fedbuff import MAX_STALENESS, MODES, add_stale
+from flcore.hetero import indices
 from flcore.messages import MAX_SAMPLES, MAX_UPDATE_BYTES, Ack, Up
+from flcore.model import ModelSpec
 from flcore.personal import Pers
 from flcore.robust import FEDAVG, Rows, RuleParams, aggregate, check_rule, robust_sum
 from flcore.signing import verify
@@ -217,6 +219,7 @@ class Collector:
             up = Up.decode(
                 payload,
                 params=opening.params if opening else None,
+                layers=opening.layers if opening and opening.layers else None,
                 topic_dev=dev,
                 max_bytes=self.max_bytes,
                 max_samples=self.max_samples,
@@ -231,6 +234,10 @@ class Collector:
         if up.enc not in self.encodings:
             log.info("rejected update from %s: encoding %s is not one of %s", dev, up.enc, sorted(self.encodings))
             return answer("rejected", "enc")
+        if up.width is not None and self.aggregation != FEDAVG:
+            # Robust rules compare whole updates coordinate by coordinate; a slice has no value for most of them.
+            log.info("rejected update from %s: width %.2f under %s", dev, up.width, self.aggregation)
+            return answer("rejected", "width")
         signed = self.keys is not None and not journaled
         refused = self._signature_problem(up, payload) if signed else None
         if refused is not None:
@@ -310,16 +317,19 @@ class Collector:
         assert self.sum is not None and self.totals is not None  # set together by open()
         self._accepted.setdefault(up.round, set()).add((up.dev, up.sub))
         self.seqs[up.dev] = max(up.seq, self.seqs.get(up.dev, up.seq))
+        idx = None if up.width is None or self.opening is None else indices(ModelSpec(self.opening.layers), up.width)
         if staleness:
             # Not an answer to the open task: the device may still send its fresh update for this sub-round.
-            weight = add_stale(self.sum, up.delta(np.float64), up.n, up.loss, staleness)
+            weight = add_stale(self.sum, up.delta(np.float64), up.n, up.loss, staleness, idx=idx)
             self.totals.stale_weight += weight
             self.totals.stale += 1
             self.counters[STALE] += 1
             self.totals.devices.setdefault(up.dev, up.n)
         else:
             weight = 1.0
-            if up.enc in (TOPK, F32):
+            if idx is not None:
+                self.sum.add_sliced(up.delta(np.float64), idx, up.n, up.loss)
+            elif up.enc in (TOPK, F32):
                 self.sum.add(up.delta(), up.n, up.loss)
             else:  # int8 and (unpacked) int4: n · scale · q straight from the wire
                 self.sum.add_quantized(up.q, up.scales, up.chunk, up.n, up.loss)

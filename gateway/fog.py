@@ -175,7 +175,7 @@ class FogNode:
 
     def _fold(self, opening: _Open, folded: Folded) -> None:
         agg = folded.agg
-        opening.acc.add_sum(folded.weight * np.asarray(agg.sum, dtype=np.float64), agg.n, agg.k, agg.loss)
+        opening.acc.add_sum(folded.weight * np.asarray(agg.sum, dtype=np.float64), agg.n, agg.k, agg.loss, agg.cover)
         opening.bytes_up += agg.bytes_up
         opening.devices.update(agg.devices)
         if agg.pers is not None:
@@ -225,6 +225,7 @@ class FogNode:
             opening.bytes_up,
             tuple(sorted(opening.devices)),
             opening.pers if opening.pers.c else None,
+            None if acc.cover is None else acc.cover.astype(np.float32),
         )
         self.outbox.put(agg, opening.digest)
         self.forwarder.wake()

@@ -213,7 +213,7 @@ class GatewayNode:
     def open_sub_round(self, task: Task, replay: Iterable[tuple[str, bytes]] = (), publish: bool = True) -> None:
         """Start collecting for ``task``'s (round, sub); ``replay`` re-ingests journaled payloads first, then updates
         parked while no sub-round was open (async mode) are judged against this one and answered."""
-        opening = SubRound(task.round, task.sub, task.base, task.spec.param_count)
+        opening = SubRound(task.round, task.sub, task.base, task.spec.param_count, task.layers)
         with self.cond:
             self.collector.open(opening)
             replayed = []
@@ -248,7 +248,7 @@ class GatewayNode:
         Redeliveries of what was accepted are answered ``duplicate`` (see ``remember``), anything else ``late``.
         """
         with self.cond:
-            self.collector.open(SubRound(task.round, task.sub, task.base, task.spec.param_count))
+            self.collector.open(SubRound(task.round, task.sub, task.base, task.spec.param_count, task.layers))
             self.collector.close()
             self.cond.notify_all()
 

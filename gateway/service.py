@@ -253,17 +253,19 @@ class RoundLoop:
                 broker,
             )
             return
+        total, cover = local.aggregate_sum(totals.n)
         agg = Agg(
             self.settings.cloud_id,
             info.round,
             info.base,
             totals.n,
             totals.k,
-            local.aggregate_sum(totals.n),
+            total,
             totals.loss,
             totals.bytes_up,
             tuple(sorted(totals.devices)),
             totals.pers if totals.pers.c else None,
+            cover,
         )
         self.outbox.put(agg, digest)
         self.forwarder.wake()
@@ -302,6 +304,7 @@ class RoundLoop:
             enc=enc,
             topk=self.settings.topk if enc == TOPK else None,
             personal=info.personal,
+            widths=info.widths,
         )
 
     def _publish_done(self, info: RoundInfo) -> bool:

@@ -10,12 +10,14 @@ from flcore.personal import Pers
 
 @dataclass(frozen=True)
 class SubRound:
-    """The (round, sub) a gateway collects for, with the task's base version and the model's parameter count."""
+    """The (round, sub) a gateway collects for, with the task's base version and the model's parameter count and
+    layers (which width-sliced updates are checked and scattered against; () = none accepted)."""
 
     round: int
     sub: int
     base: int
     params: int
+    layers: tuple[int, ...] = ()
 
 
 @dataclass

@@ -31,6 +31,7 @@ from iotfl.cli_common import (
     ServerOptOpt,
     TopkOpt,
     TrimOpt,
+    WidthsOpt,
     err,
     fail,
     load_dataset,
@@ -152,6 +153,15 @@ def demo(
     server_beta2: ServerBeta2Opt = 0.99,
     server_eps: ServerEpsOpt = 1e-3,
     select: SelectOpt = None,
+    widths: WidthsOpt = None,
+    ram_mix: Annotated[
+        str | None,
+        opt(
+            "Share of each RAM class in the simulated fleet, e.g. class1=0.4,class2=0.6 "
+            "[default: class0=0.04,class1=0.06,class2=0.6,constrained=0.3].",
+            "RAM_MIX",
+        ),
+    ] = None,
     attack: AttackOpt = None,
     enc: Annotated[
         str | None,

@@ -135,6 +135,14 @@ SelectOpt = Annotated[
     float | None,
     opt("Fraction of each gateway's devices asked to train a round, 0 < F ≤ 1 (default: every device).", "SELECT"),
 ]
+WidthsOpt = Annotated[
+    str | None,
+    opt(
+        "Width-sliced sub-models (HeteroFL) per RAM class, e.g. class1=0.5: devices of that class train the first half "
+        "of each hidden layer and upload only that slice (default: every class trains the whole model).",
+        "WIDTHS",
+    ),
+]
 # Update encodings (flcore.encodings, docs/protocol.md "Encodings").
 TopkOpt = Annotated[
     float, opt("topk: fraction of the delta's values each update keeps (0 < F ≤ 1).", "TOPK", min=1e-6, max=1)

@@ -25,6 +25,7 @@ from iotfl.cli_common import (
     ServerOptOpt,
     TopkOpt,
     TrimOpt,
+    WidthsOpt,
     err,
     fail,
     load_dataset,
@@ -99,6 +100,7 @@ def cloud_cmd(
     server_beta2: ServerBeta2Opt = 0.99,
     server_eps: ServerEpsOpt = 1e-3,
     select: SelectOpt = None,
+    widths: WidthsOpt = None,
     personal_epochs: Annotated[
         int,
         opt(

@@ -21,10 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flcore.datasets import Dataset
 from flcore.fedbuff import MAX_STALENESS
+from flcore.resources import parse_class_map
 from iotfl.broker import free_port, start_broker
 from iotfl.chaos import ProcessChaos, chaos_section, load_aggregates, reconcile
 from iotfl.demo_settings import DemoSettings
 from iotfl.energy_report import Stall, demo_energy, print_energy
+from iotfl.learning_report import personal_columns, personalization_section, print_learning, width_section
 from iotfl.stack import Stack, StackError, wait_for_devices, wait_for_exit, wait_healthy
 from iotfl.status import history_table
 
@@ -114,7 +116,7 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
             *common,
         ],
         # The fleet's share of the plan only: an IOTFL_CHAOS meant for the demo would name process faults.
-        env={"IOTFL_CHAOS": str(plan.for_fleet()), **batched_env(settings)},
+        env={"IOTFL_CHAOS": str(plan.for_fleet()), **batched_env(settings), **settings.fleet_env()},
     )
     # Gateways start once the fleet is online, so round 1 counts every device instead of the first few.
     with console.status(f"waiting for {settings.devices} devices to come online"):
@@ -292,6 +294,10 @@ def build_report(
     }
     if settings.personal_epochs:
         report["personalization"] = personalization_section(rounds)
+    if settings.widths and fleet is not None:
+        report["widths"] = width_section(
+            fleet["per_device"], rounds, parse_class_map(settings.widths, what="widths", lo=0, hi=1)
+        )
     if fleet is not None:
         report["battery"] = fleet.get("battery_by_round")
         # the fleet's own privacy section is superseded by the demo's, which knows the run's rounds
@@ -306,28 +312,6 @@ def build_report(
         dp = settings.dp_clip, settings.dp_noise, settings.dp_delta
         report["privacy"] = privacy_section(*dp, settings.rounds, steps)
     return report
-
-
-def personal_columns(history: dict[str, Any]) -> dict[str, Any]:
-    """A round's local accuracies from the cloud's history entry: only when its devices reported them."""
-    if history.get("p_devices") is None:
-        return {}
-    return {key: history[key] for key in ("p_accuracy", "l_accuracy", "p_devices")}
-
-
-def personalization_section(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Global vs personalized accuracy on the devices' local held-out samples: per round and the last round's."""
-    reported = [r for r in rounds if r.get("p_devices")]
-    last = reported[-1] if reported else None
-    return {
-        "per_round": [
-            {"round": r["round"], "personalized": r["p_accuracy"], "global": r["l_accuracy"], "devices": r["p_devices"]}
-            for r in reported
-        ],
-        "final_personalized": last["p_accuracy"] if last else None,
-        "final_global": last["l_accuracy"] if last else None,
-        "gain": last["p_accuracy"] - last["l_accuracy"] if last else None,
-    }
 
 
 def print_chaos(chaos: dict[str, Any], console: Console) -> None:
@@ -351,12 +335,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"{report['centralized_accuracy'] * 100:.1f} %  ·  bytes up {report['bytes_up_total']:,} "
         f"(float32 would be {report['bytes_float32_equivalent']:,}: {ratio:.2f}× more)"
     )
-    personal = report.get("personalization")
-    if personal and personal["gain"] is not None:
-        console.print(
-            f"local held-out accuracy, last round: personalized [bold]{personal['final_personalized'] * 100:.1f} %[/]"
-            f" vs global {personal['final_global'] * 100:.1f} % ({personal['gain'] * 100:+.1f} points)"
-        )
+    print_learning(report, console)
     privacy = report.get("privacy")
     if privacy:
         console.print(

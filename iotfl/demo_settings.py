@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from device_sim.attack import parse_attack
 from flcore.chaos import ChaosPlan, parse_chaos
 from flcore.encodings import DEFAULT_TOPK, check_encoding
+from flcore.resources import class_map_text, parse_class_map
 from flcore.robust import RuleParams, check_rule
 from flcore.server_opt.settings import ServerOptSettings
 from iotfl.chaos import check_plan
@@ -57,6 +60,8 @@ class DemoSettings(BaseSettings, ServerOptSettings):
     topk: float = Field(DEFAULT_TOPK, gt=0, le=1)
     signed: bool = False
     personal_epochs: int = Field(0, ge=0, le=1000)
+    widths: str | None = None
+    ram_mix: str | None = None
 
     @field_validator("enc")
     @classmethod
@@ -83,9 +88,33 @@ class DemoSettings(BaseSettings, ServerOptSettings):
         RuleParams(clip_norm=self.clip_norm, trim=self.trim, krum_f=self.krum_f)  # raises on a bad parameter
         return self
 
+    @field_validator("widths", "ram_mix")
+    @classmethod
+    def _class_map(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        hi, lo_open = (1.0, True) if info.field_name == "widths" else (math.inf, False)
+        if value.lstrip().startswith("{"):  # IOTFL_RAM_MIX as the fleet reads it: a JSON map
+            value = class_map_text(json.loads(value))
+        return class_map_text(parse_class_map(value, what=str(info.field_name), lo=0.0, hi=hi, lo_open=lo_open))
+
     def cloud_flags(self) -> list[str]:
-        """The server-optimizer and selection flags of the cloud."""
-        return [*self.server_opt_flags(), *(["--select", str(self.select)] if self.select is not None else [])]
+        """The server-optimizer, selection and width flags of the cloud."""
+        return [
+            *self.server_opt_flags(),
+            *(["--select", str(self.select)] if self.select is not None else []),
+            *(["--widths", self.widths] if self.widths else []),
+        ]
+
+    def fleet_env(self) -> dict[str, str]:
+        """Settings of the fleet process given by environment: the RAM class mix (a JSON map there)."""
+        if not self.ram_mix:
+            return {}
+        return {
+            "IOTFL_RAM_MIX": json.dumps(
+                parse_class_map(self.ram_mix, what="ram_mix", lo=0.0, hi=math.inf, lo_open=False)
+            )
+        }
 
     def rule_flags(self) -> list[str]:
         """The aggregation flags of the cloud and the gateways."""

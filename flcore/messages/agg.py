@@ -20,6 +20,9 @@ class Agg:
     payload bytes of the ``up`` messages the gateway received for the round, ``devices`` (wire key ``devs``),
     the ids of the devices whose updates were accepted, and ``pers`` (optional, absent when no update carried
     them), the sums of the accepted updates' local accuracies ``{"p": Σ pacc, "g": Σ gacc, "c": count}``.
+    ``cover`` (optional, float32 per parameter, 0..n): when some updates trained a width-sliced sub-model
+    (flcore.hetero), the samples behind each parameter; the receiver averages parameter i as ``sum[i] / cover[i]``
+    (absent: every parameter over ``n``).
     """
 
     gw: str
@@ -32,9 +35,11 @@ class Agg:
     bytes_up: int = 0
     devices: tuple[str, ...] = ()
     pers: Pers | None = None
+    cover: np.ndarray | None = None
 
     def encode(self) -> bytes:
         pers = {} if self.pers is None else {"pers": {"p": self.pers.p, "g": self.pers.g, "c": self.pers.c}}
+        cover = {} if self.cover is None else {"cover": f32_bytes(self.cover)}
         return pack(
             {
                 "v": WIRE_VERSION,
@@ -49,6 +54,7 @@ class Agg:
                 "bytes": self.bytes_up,
                 "devs": list(self.devices),
                 **pers,
+                **cover,
             }
         )
 
@@ -83,7 +89,20 @@ class Agg:
             raise f.fail("scale", "sum holds non-finite values")
         if np.any(np.abs(total) > n * 127 * MAX_SCALE):
             raise f.fail("scale", "sum is beyond what n samples of capped updates can add up to")
-        return cls(gw, rnd, base, n, k, total, loss, bytes_up, tuple(devices), pers)
+        return cls(gw, rnd, base, n, k, total, loss, bytes_up, tuple(devices), pers, _cover(f, n, len(total)))
+
+
+def _cover(f: Fields, n: int, size: int) -> np.ndarray | None:
+    """The optional ``cover``: float32 per parameter, each in 0..n."""
+    raw = f.obj.get("cover")
+    if raw is None:
+        return None
+    if not isinstance(raw, bytes) or len(raw) != 4 * size:
+        raise f.fail("length", f"cover must be bin of {4 * size} bytes (one float32 per parameter)")
+    cover = f32_array(raw)
+    if not np.all(np.isfinite(cover)) or np.any(cover < 0) or np.any(cover > n):
+        raise f.fail("schema", f"cover values must lie in 0..n={n}")
+    return cover
 
 
 def _pers(f: Fields, k: int) -> Pers | None:

@@ -35,6 +35,8 @@ class Task:
     enc: str | None = None
     topk: float | None = None
     personal: int = 0
+    # The width each named RAM class trains at (flcore.hetero); a class not named trains the whole model.
+    widths: dict[str, float] | None = None
 
     @property
     def spec(self) -> ModelSpec:
@@ -62,6 +64,7 @@ class Task:
                     ("enc", self.enc),
                     ("topk", self.topk),
                     ("personal", self.personal or None),
+                    ("widths", self.widths or None),
                 ]
             )
         )
@@ -100,6 +103,11 @@ class Task:
             raise f.fail("schema", f"topk={topk} outside (0, 1]")
         known = enc if enc in ENCODINGS else None
         personal = f.integer("personal", optional=True, lo=0, hi=1000) or 0
+        widths = f.mapping("widths", optional=True)
+        if widths is not None and not all(
+            is_valid_id(k) and is_number(v) and 0.0 < v <= 1.0 for k, v in widths.items()
+        ):
+            raise f.fail("schema", "widths must map RAM class names to fractions in (0, 1]")
         return cls(
             rnd,
             base,
@@ -117,4 +125,5 @@ class Task:
             known,
             topk,
             personal,
+            {str(k): float(v) for k, v in widths.items()} if widths else None,
         )

@@ -16,7 +16,9 @@ import numpy as np
 
 from flcore.encodings import ENCODINGS, F32, INT8, SIZED, TOPK, Encoded, parse, scales_in_range
 from flcore.errors import WireError
+from flcore.hetero import sub_layers
 from flcore.messages.limits import MAX_LOSS, MAX_PARAMS, MAX_SAMPLES, MAX_SEQ, MAX_UPDATE_BYTES
+from flcore.model import ModelSpec
 from flcore.quantize import MAX_CHUNK, chunk_count
 from flcore.schema import WIRE_VERSION, Fields, f32_bytes, pack, unpack, without_none
 from flcore.signing import SIG_BYTES, SIG_TAIL, TAIL_BYTES, attach, sign
@@ -69,6 +71,7 @@ class Up:
     enc: str = INT8
     idx: np.ndarray | None = None
     p: int | None = None
+    width: float | None = None
 
     @classmethod
     def of(
@@ -82,11 +85,29 @@ class Up:
         seq: int,
         sub: int = 0,
         meta: dict[str, Any] | None = None,
+        width: float | None = None,
     ) -> Up:
-        """An update carrying an encoded delta (``flcore.encodings.encode``)."""
+        """An update carrying an encoded delta (``flcore.encodings.encode``); ``width`` < 1 when it is the delta of
+        a width-sliced sub-model (``flcore.hetero``)."""
         p = body.size if body.enc == TOPK else None
+        width = None if width is None or width >= 1.0 else width
         return cls(
-            dev, round, base, n, loss, seq, body.chunk, body.scales, body.q, sub, meta, None, body.enc, body.idx, p
+            dev,
+            round,
+            base,
+            n,
+            loss,
+            seq,
+            body.chunk,
+            body.scales,
+            body.q,
+            sub,
+            meta,
+            None,
+            body.enc,
+            body.idx,
+            p,
+            width,
         )
 
     @property
@@ -120,6 +141,7 @@ class Up:
                     ("enc", None if self.enc == INT8 else self.enc),
                     ("p", body.size if self.enc in SIZED else None),
                     ("idx", body.idx_bytes()),
+                    ("width", self.width),
                 ]
             )
         )
@@ -136,15 +158,22 @@ class Up:
         topic_dev: str | None = None,
         max_bytes: int = MAX_UPDATE_BYTES,
         max_samples: int = MAX_SAMPLES,
+        layers: tuple[int, ...] | None = None,
     ) -> Up:
-        """Validate and decode; ``params`` is P of the round's model, ``topic_dev`` the ``<dev>`` of the topic."""
+        """Validate and decode; ``params`` is P of the round's model and ``layers`` its widths (a width-sliced update
+        must hold exactly its sub-model's parameters), ``topic_dev`` the ``<dev>`` of the topic."""
         obj = unpack(data, "up", max_bytes)
         up = _decode_common(obj, data, params, topic_dev, max_samples)
-        return up if up is not None else _decode_checked(obj, data, params, topic_dev, max_samples)
+        return up if up is not None else _decode_checked(obj, data, params, topic_dev, max_samples, layers)
 
 
 def _decode_checked(
-    obj: dict[str, Any], data: bytes, params: int | None, topic_dev: str | None, max_samples: int
+    obj: dict[str, Any],
+    data: bytes,
+    params: int | None,
+    topic_dev: str | None,
+    max_samples: int,
+    layers: tuple[int, ...] | None = None,
 ) -> Up:
     """Every check, field by field in the contract's order: the first problem raises ``WireError``."""
     f = Fields(obj)
@@ -177,8 +206,11 @@ def _decode_checked(
         raise f.fail("n_range", f"n={n} outside 1..{max_samples}")
     if not 1 <= chunk <= MAX_CHUNK:
         raise f.fail("schema", f"chunk={chunk} outside 1..{MAX_CHUNK}")
+    width = _width(f, enc, params, layers)
     # Without the round's P (a decoder on its own), an int8 update's P is len(q), an f32 one's len(q) / 4.
     size = params if params is not None else p if p is not None else len(q_raw) // (4 if enc == F32 else 1)
+    if width is not None:
+        size = len(q_raw) if layers is None else ModelSpec(sub_layers(layers, width)).param_count
     if p is not None and p != size:
         raise f.fail("length", f"p={p}, the model has {size}")
     try:
@@ -202,7 +234,21 @@ def _decode_checked(
     sig = f.obj.get("sig")
     if "sig" in f.obj and not _signed_tail(data, sig):
         raise f.fail("signature", "sig must be bin 32 and the last field of the map")
-    return Up(dev, rnd, base, n, loss, seq, chunk, body.scales, body.q, sub, meta, sig, enc, body.idx, p)
+    return Up(dev, rnd, base, n, loss, seq, chunk, body.scales, body.q, sub, meta, sig, enc, body.idx, p, width)
+
+
+def _width(f: Fields, enc: str, params: int | None, layers: tuple[int, ...] | None) -> float | None:
+    """The optional ``width`` of a sliced update: a fraction in (0, 1) of an int8 delta; None for a whole one."""
+    width = f.finite("width", optional=True)
+    if width is None or width == 1.0:
+        return None
+    if not 0.0 < width < 1.0:
+        raise f.fail("schema", f"width={width} outside (0, 1]")
+    if enc != INT8:
+        raise f.fail("enc", "a width-sliced update is int8")
+    if params is not None and layers is None:
+        raise f.fail("length", "a width-sliced update, and this receiver does not know the model's layers")
+    return width
 
 
 def _decode_common(
@@ -218,7 +264,7 @@ def _decode_common(
         values = _UP_FIELDS(obj)
     except KeyError:
         return None
-    if tuple(map(type, values)) != _UP_TYPES or "enc" in obj:
+    if tuple(map(type, values)) != _UP_TYPES or "enc" in obj or "width" in obj:
         return None
     dev, rnd, base, seq, n, chunk, loss, scales_raw, q_raw = values
     size = len(q_raw) if params is None else params
@@ -266,6 +312,7 @@ def _decode_common(
         enc=INT8,
         idx=None,
         p=None,
+        width=None,
     )
     return up
 
