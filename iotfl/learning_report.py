@@ -73,7 +73,7 @@ def print_learning(report: dict[str, Any], console: Console) -> None:
         )
     widths = report.get("widths")
     if widths:
-        last = widths["per_round"][-1] if widths["per_round"] else {"k": 0, "accepted_by_width": {}}
+        last: dict[str, Any] = widths["per_round"][-1] if widths["per_round"] else {"k": 0, "accepted_by_width": {}}
         parts = ", ".join(f"{n} at width {w}" for w, n in last["accepted_by_width"].items())
         console.print(
             f"heterogeneous widths {widths['widths']}: devices by width {widths['devices_by_width']}; last round "
