@@ -121,13 +121,16 @@ KrumFOpt = Annotated[float, opt("krum: fraction of the updates assumed hostile."
 ServerOptOpt = Annotated[str, opt("Server optimizer: fedavg | fedavgm | fedadam | fedyogi.", "SERVER_OPT")]
 ServerLrOpt = Annotated[
     float | None,
-    opt("Server learning rate η [default: per optimizer: fedavg 1, fedavgm 0.1, fedadam/fedyogi 0.01].", "SERVER_LR"),
+    opt(
+        "Server learning rate η > 0 (default per optimizer: fedavg 1, fedavgm 0.5, fedadam/fedyogi 0.05).", "SERVER_LR"
+    ),
 ]
 ServerMomentumOpt = Annotated[float, opt("fedavgm: momentum β; fedadam/fedyogi: β1 (0 ≤ β < 1).", "SERVER_MOMENTUM")]
 ServerBeta2Opt = Annotated[float, opt("fedadam/fedyogi: β2 of the second moment (0 ≤ β2 < 1).", "SERVER_BETA2")]
 ServerEpsOpt = Annotated[float, opt("fedadam/fedyogi: τ, the adaptivity floor (> 0).", "SERVER_EPS")]
 SelectOpt = Annotated[
-    float | None, opt("Fraction of each gateway's devices asked to train a round (0 < F ≤ 1) [default: all].", "SELECT")
+    float | None,
+    opt("Fraction of each gateway's devices asked to train a round, 0 < F ≤ 1 (default: every device).", "SELECT"),
 ]
 # Update encodings (flcore.encodings, docs/protocol.md "Encodings").
 TopkOpt = Annotated[

@@ -10,6 +10,7 @@ start values) and ``update(x, Δ, slots, params) -> (x', slots')``: ``fedavg`` (
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -18,9 +19,28 @@ from flcore.server_opt import fedadam, fedavg, fedavgm, fedyogi
 from flcore.server_opt.params import DEFAULT_LR, FEDAVG, OPT_NAMES, OptParams, check_name
 from flcore.server_opt.state import OptState
 
-OPTIMIZERS: dict[str, ModuleType] = {FEDAVG: fedavg, "fedavgm": fedavgm, "fedadam": fedadam, "fedyogi": fedyogi}
+Slots = dict[str, np.ndarray]
 
-Update = Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray], OptParams], tuple[np.ndarray, dict[str, np.ndarray]]]
+
+@dataclass(frozen=True)
+class Optimizer:
+    """What each optimizer module provides: its moments' names, their start values, and one step."""
+
+    slots: tuple[str, ...]
+    init: Callable[[int, OptParams], Slots]
+    update: Callable[[np.ndarray, np.ndarray, Slots, OptParams], tuple[np.ndarray, Slots]]
+
+    @classmethod
+    def of(cls, module: ModuleType) -> Optimizer:
+        return cls(module.SLOTS, module.init, module.update)
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    FEDAVG: Optimizer.of(fedavg),
+    "fedavgm": Optimizer.of(fedavgm),
+    "fedadam": Optimizer.of(fedadam),
+    "fedyogi": Optimizer.of(fedyogi),
+}
 
 
 def fresh(params: OptParams, size: int) -> OptState:
@@ -36,13 +56,25 @@ def step(
     size = len(x)
     if np.shape(x) != (size,) or np.shape(delta) != (size,):
         raise ValueError(f"x and delta must be flat arrays of one size, got {np.shape(x)} and {np.shape(delta)}")
-    module = OPTIMIZERS[params.name]
+    opt = OPTIMIZERS[params.name]
     state = fresh(params, size) if state is None else state.check(params.name, size)
-    if set(state.slots) != set(module.SLOTS):
-        raise ValueError(f"the {params.name} state holds slots {sorted(state.slots)}, expected {list(module.SLOTS)}")
-    update: Update = module.update
-    weights, slots = update(np.asarray(x, dtype=np.float32), np.asarray(delta, dtype=np.float32), state.slots, params)
+    if set(state.slots) != set(opt.slots):
+        raise ValueError(f"the {params.name} state holds slots {sorted(state.slots)}, expected {list(opt.slots)}")
+    weights, slots = opt.update(
+        np.asarray(x, dtype=np.float32), np.asarray(delta, dtype=np.float32), state.slots, params
+    )
     return weights, OptState(params.name, size, state.step + 1, slots)
 
 
-__all__ = ["DEFAULT_LR", "FEDAVG", "OPTIMIZERS", "OPT_NAMES", "OptParams", "OptState", "check_name", "fresh", "step"]
+__all__ = [
+    "DEFAULT_LR",
+    "FEDAVG",
+    "OPTIMIZERS",
+    "OPT_NAMES",
+    "OptParams",
+    "Optimizer",
+    "OptState",
+    "check_name",
+    "fresh",
+    "step",
+]

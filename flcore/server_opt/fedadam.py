@@ -1,7 +1,8 @@
 """FedAdam (Reddi et al. 2021): m ← β1·m + (1−β1)·Δ; v ← β2·v + (1−β2)·Δ²; x ← x + η·m / (√v + τ).
 
-The moments start at m = 0 and v = τ² (the paper's v₋₁ ≥ τ², as Flower does), without bias correction (the paper's
-Algorithm 2): the first round steps η·sign(Δ) per coordinate, which is why the adaptive defaults keep η small."""
+The moments start at m = 0 and v = τ² (the paper's v₋₁ ≥ τ²: no division by a bare zero), without bias correction
+(the paper's Algorithm 2): at the default β1 = 0.9, β2 = 0.99 the first round steps about η·sign(Δ) per coordinate,
+whatever Δ's size, which is why the adaptive defaults keep η small."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ class ServerOptSettings(BaseModel):
 
     server_opt: str = Field(FEDAVG, description="server optimizer: fedavg | fedavgm | fedadam | fedyogi")
     server_lr: float | None = Field(
-        None, description="server learning rate η (default per optimizer: fedavg 1, fedavgm 0.1, fedadam/yogi 0.01)"
+        None, description="server learning rate η (default per optimizer: fedavg 1, fedavgm 0.5, fedadam/yogi 0.05)"
     )
     server_momentum: float = Field(0.9, description="fedavgm: momentum β; fedadam/fedyogi: β1")
     server_beta2: float = Field(0.99, description="fedadam/fedyogi: β2 of the second moment")

@@ -3,7 +3,10 @@ a state of another optimizer starts fresh, and the selection fraction reaches th
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pytest
 from cloud_client import Cloud
 from conftest import StartCloud
 from typer.testing import CliRunner
@@ -61,7 +64,8 @@ def test_a_restart_continues_with_the_stored_moments(start_cloud: StartCloud) ->
     assert second.model()[1].tobytes() == x.tobytes()
 
 
-def test_a_state_of_another_optimizer_starts_fresh(start_cloud: StartCloud) -> None:
+def test_a_state_of_another_optimizer_starts_fresh(start_cloud: StartCloud, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="cloud.rounds")
     first = start_cloud(server_opt="fedavgm", server_lr=0.5)
     sums = sums_for(first, 2)
     run_rounds(first, range(1, 2), sums)
@@ -71,6 +75,9 @@ def test_a_state_of_another_optimizer_starts_fresh(start_cloud: StartCloud) -> N
     run_rounds(second, range(2, 3), sums)
     fresh_step, _ = step(OptParams("fedadam", lr=0.05, momentum=0.8, beta2=0.9, eps=0.01), w1, sums[1] / 4)
     np.testing.assert_array_equal(second.model()[1], fresh_step)
+    assert (
+        "model version 1: the optimizer state belongs to 'fedavgm', not 'fedadam'; fedadam starts fresh" in caplog.text
+    )
 
 
 def test_robust_rules_compose_with_the_server_optimizer() -> None:
@@ -102,3 +109,10 @@ def test_cli_refuses_bad_server_optimizer_values() -> None:
         for command in ("cloud", "demo"):
             result = CliRunner().invoke(app, [command, *flags, "--rounds", "1"])
             assert result.exit_code == 2 and word in result.output, (command, flags, result.output)
+
+
+def test_iotfl_status_shows_the_server_optimizer(start_cloud: StartCloud) -> None:
+    cloud = start_cloud(server_opt="fedyogi")
+    result = CliRunner().invoke(app, ["status", "--cloud", cloud.url], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "server fedyogi (lr 0.05)" in result.output.splitlines()[0]

@@ -185,3 +185,38 @@ def test_gateway_closes_its_round_a_margin_before_the_clouds_deadline(
         finally:
             a.close()
             b.close()
+
+
+class Skipper(Device):
+    """A device that declines every task with a ``select`` skip, keeping the tasks it got."""
+
+    def __init__(self, broker_url: str, dev: str) -> None:
+        self.seen: list[Task] = []
+        super().__init__(broker_url, dev)
+        self.status(Status(dev, "online", gw="gw0"))
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        if msg.topic != self.topics.task:
+            return super()._on_message(client, userdata, msg)
+        task = Task.decode(msg.payload)
+        self.seen.append(task)
+        if not task.done:
+            self.status(Status(self.dev, "online", gw="gw0", round=task.round, sub=task.sub, skip="select"))
+
+
+def test_the_clouds_select_reaches_the_task_and_an_all_skipped_round_closes_at_once(
+    mosquitto: Broker, tmp_path: Path, dataset: Dataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    with cloud(tmp_path, dataset, select=0.5, rounds=1) as http:
+        fleet = [Skipper(mosquitto.url, dev) for dev in ("a", "b")]
+        try:
+            with gateway(mosquitto, http, tmp_path / "gw0"):
+                started = time.monotonic()
+                wait_for(lambda: "round 1 sub 0 closed (all_answered): k=0" in caplog.text, timeout=15)
+                assert time.monotonic() - started < 15  # not the gateway's 20 s deadline
+        finally:
+            for dev in fleet:
+                dev.close()
+    assert all(dev.seen and dev.seen[0].select == 0.5 for dev in fleet)
+    assert "round 1 closed with no accepted update; nothing to post" in caplog.text
