@@ -57,6 +57,7 @@ class Cloud:
             kw.pop("bytes_up", 1000),
             tuple(kw.pop("devices", ())),
             kw.pop("pers", None),
+            kw.pop("cover", None),
         )
 
     def post(

@@ -17,7 +17,9 @@ def test_one_sub_round_reports_the_devices_sum() -> None:
         acc.add(d, n, 0.1)
     model = LocalModel(base)
     model.fold(acc)
-    np.testing.assert_allclose(model.aggregate_sum(20), (np.array(ns)[:, None] * deltas).sum(0), rtol=1e-6)
+    total, cover = model.aggregate_sum(20)
+    assert cover is None
+    np.testing.assert_allclose(total, (np.array(ns)[:, None] * deltas).sum(0), rtol=1e-6)
     np.testing.assert_allclose(model.weights, base + acc.total / 20, rtol=1e-6)
 
 
@@ -32,5 +34,17 @@ def test_sub_rounds_accumulate_mean_deltas_and_empty_ones_change_nothing() -> No
     model.fold(WeightedSum(2))
     model.fold(s1)
     np.testing.assert_allclose(model.weights, [0.25 + 2, 2.25 + 2])
-    np.testing.assert_allclose(model.aggregate_sum(10), [22.5, 42.5])
-    assert model.weights.dtype == np.float32 and model.aggregate_sum(1).dtype == np.float32
+    np.testing.assert_allclose(model.aggregate_sum(10)[0], [22.5, 42.5])
+    assert model.weights.dtype == np.float32 and model.aggregate_sum(1)[0].dtype == np.float32
+
+
+def test_a_sliced_update_moves_only_its_parameters_and_the_sum_carries_their_cover() -> None:
+    model = LocalModel(np.zeros(3, np.float32))
+    acc = WeightedSum(3)
+    acc.add(np.array([1.0, 1.0, 1.0]), 3, 0.0)
+    acc.add_sliced(np.array([5.0]), np.array([0]), 1, 0.0)  # a width-sliced device trained parameter 0 only
+    model.fold(acc)
+    np.testing.assert_allclose(model.weights, [2.0, 1.0, 1.0])  # (3·1 + 1·5) / 4 and 3·1 / 3
+    total, cover = model.aggregate_sum(4)
+    np.testing.assert_allclose(cover, [4.0, 3.0, 3.0])
+    np.testing.assert_allclose(total, [8.0, 3.0, 3.0])  # cover · drift: what the devices' deltas add up to

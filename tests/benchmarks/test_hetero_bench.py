@@ -1,0 +1,34 @@
+"""Smoke test of benchmarks/hetero.py: a --quick run (three small batched demos: half-width class1 devices, the
+same fleet excluding them, every device whole) prints its table and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "hetero.py"
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_quick_run_counts_the_half_width_updates(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True, timeout=580
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sliced vs excluded" in run.stdout
+    report = json.loads((tmp_path / "hetero.json").read_text())
+    summary = report["summary"]
+    assert set(summary) == {"sliced", "excluded", "all-full"}
+    # 10 devices, 40 % class1: with widths the 4 class1 devices train at half width and are counted; without,
+    # they sit out (the har model does not fit their 10 KB).
+    assert summary["sliced"]["k_by_width_mean"] == {"0.5": 4.0, "1": 6.0} and summary["sliced"]["k_mean"] == 10
+    assert summary["excluded"]["k_by_width_mean"] == {"1": 6.0} and summary["excluded"]["k_mean"] == 6
+    assert summary["all-full"]["k_mean"] == 10
+    assert all(s["all_counted"] for s in summary.values())
+    for runs in report["results"].values():
+        assert len(runs) == 1 and len(runs[0]["accuracy_by_round"]) == 2
