@@ -341,20 +341,8 @@ class BatchedFleet:
                 m.seq += 1
                 n, seq, loss, ram = len(shards[i]), m.seq, float(losses[i]), m.profile.ram_class
                 body, m.residual = encode(deltas[i], task.enc or s.enc, task.chunk, task.topk or s.topk, m.residual)
-                make = partial(
-                    make_up,
-                    m.dev,
-                    task,
-                    n,
-                    loss,
-                    seq,
-                    body,
-                    train_ms=train_ms,
-                    ram=ram,
-                    fw=s.fw,
-                    accuracy=accuracy,
-                    width=width,
-                )
+                traits: dict[str, Any] = {"ram": ram, "fw": s.fw, "accuracy": accuracy, "width": width}
+                make = partial(make_up, m.dev, task, n, loss, seq, body, train_ms=train_ms, **traits)
                 sealed = spend_and_seal(m.battery, task, n, self._task_bytes.get(m.profile.gw, 0), make, m.key)
                 if sealed is None:
                     m.report.record_round(task.round, m.battery, trained=False)

@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from device_sim.attack import Attack
 from device_sim.battery import Battery
 from device_sim.connection import Backoff, client_id, cut, make_client
+from device_sim.device_faults import DeviceFaults
 from device_sim.netloop import Link, NetLoop, TimerHandle
 from device_sim.outbox import Outbox, Pending
 from device_sim.personal import Personal, personal_seed
@@ -55,7 +56,7 @@ RESEND_AFTER_RECONNECT = 1.0
 CONNECT_WAIT_PER_ATTEMPT = 5.0
 
 
-class SimDevice:
+class SimDevice(DeviceFaults):
     """A device ``dev`` of gateway ``gw`` holding the shard ``(x, y)``; ``start()`` connects, ``stop()`` leaves."""
 
     def __init__(
@@ -161,46 +162,6 @@ class SimDevice:
             self._net.close(self._link, timeout)
         self.connected.clear()
         self._end_own_net()
-
-    def crash(self) -> None:
-        """Fault injection: vanish without a DISCONNECT (the loop lets go of it, socket closed), so the broker
-        publishes the Last Will at once."""
-        with self._lock:
-            self._stopped = True
-        self._quiet()
-        if self._link is not None:
-            self._net.halt(self._link)
-        cut(self._client, close=True)
-        self.connected.clear()
-
-    def vanish(self) -> None:
-        """Fault injection (chaos ``drop-devices``): lose power mid-round. No DISCONNECT, no FIN: the TCP
-        connection stays open and silent, so the broker only notices after 1.5 × keepalive and then publishes
-        the Last Will; the gateway must close the round by quorum or deadline meanwhile."""
-        with self._lock:
-            self._stopped = True
-            self.vanished = True
-            self.report.vanished = True
-        self._quiet()
-        if self._link is not None:
-            self._net.halt(self._link, wait=False)  # a fleet drops many at once; the loop lets go in its next turn
-        self.connected.clear()
-
-    def drop_connection(self) -> None:
-        """Fault injection: cut the TCP connection; the network loop reconnects after a jittered backoff."""
-        cut(self._client, close=False)
-
-    def _end_own_net(self) -> None:
-        if self._own_net:
-            self._net.stop()
-
-    def _quiet(self) -> None:
-        """No more sends: stop the ack timers and the delayed publishes of a slow device."""
-        self.outbox.close()
-        with self._lock:
-            delayed, self._delayed = self._delayed, set()
-        for timer in delayed:
-            timer.cancel()
 
     # -- paho callbacks (network loop) -----------------------------------------------------------------------
 
@@ -333,20 +294,8 @@ class SimDevice:
             body, self._residual = encode(delta, enc, task.chunk, fraction, self._residual)
             self._seq += 1
             n, seq, ram = len(y), self._seq, self.ram_class
-            make = partial(
-                make_up,
-                self.dev,
-                task,
-                n,
-                loss,
-                seq,
-                body,
-                train_ms=train_ms,
-                ram=ram,
-                fw=s.fw,
-                accuracy=accuracy,
-                width=width,
-            )
+            traits: dict[str, Any] = {"ram": ram, "fw": s.fw, "accuracy": accuracy, "width": width}
+            make = partial(make_up, self.dev, task, n, loss, seq, body, train_ms=train_ms, **traits)
             sealed = spend_and_seal(self.battery, task, n, rx_bytes, make, self.key)
             if sealed is None:
                 self.report.record_round(task.round, self.battery, trained=False)

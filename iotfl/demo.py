@@ -7,7 +7,6 @@ exercises exactly what a deployment runs: MQTT between devices and gateways, HTT
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from flcore.fedbuff import MAX_STALENESS
 from flcore.resources import parse_class_map
 from iotfl.broker import free_port, start_broker
 from iotfl.chaos import ProcessChaos, chaos_section, load_aggregates, reconcile
+from iotfl.demo_processes import batched_env, dp_flags, key_flag, write_demo_keys
 from iotfl.demo_settings import DemoSettings
 from iotfl.energy_report import Stall, demo_energy, print_energy
 from iotfl.learning_report import personal_columns, personalization_section, print_learning, width_section
@@ -147,46 +147,6 @@ def start_stack(settings: DemoSettings, workdir: Path, console: Console) -> tupl
         )
     console.print(f"{settings.gateways} gateways started; logs in {workdir}")
     return stack, cloud_url, report
-
-
-def write_demo_keys(settings: DemoSettings, folder: Path) -> dict[str, Path]:
-    """With ``signed``: a random key per device, written (mode 0600) for the whole fleet (``fleet.json``) and for
-    each gateway (``gw<i>.json``, its own devices); returns the files by part name, empty when not signed."""
-    if not settings.signed:
-        return {}
-    from device_sim.population import device_id, gateway_id
-    from iotfl.provision import write_private
-
-    keys = {device_id(i): secrets.token_hex(32) for i in range(settings.devices)}
-    files: dict[str, dict[str, str]] = {"fleet": keys}
-    files.update({gateway_id(g, settings.gateways): {} for g in range(settings.gateways)})
-    for i, (dev, key) in enumerate(keys.items()):
-        files[gateway_id(i, settings.gateways)][dev] = key
-    paths = {name: folder / f"{name}.json" for name in files}
-    for name, subset in files.items():
-        write_private(paths[name], json.dumps(subset, indent=2), force=True)
-    return paths
-
-
-def batched_env(settings: DemoSettings) -> dict[str, str]:
-    """A batched fleet's updates queue behind each other at their gateway (thousands per shared connection), so the
-    last ack comes long after the first: wait a round for it, not the per-device default, before re-sending (unless
-    the user set IOTFL_ACK_TIMEOUT)."""
-    if settings.sim != "batched" or "IOTFL_ACK_TIMEOUT" in os.environ:
-        return {}
-    return {"IOTFL_ACK_TIMEOUT": str(max(settings.round_timeout, 10.0))}
-
-
-def key_flag(keys: dict[str, Path], part: str) -> list[str]:
-    return ["--device-keys", str(keys[part])] if part in keys else []
-
-
-def dp_flags(settings: DemoSettings) -> list[str]:
-    """The fleet's differential-privacy flags: none when DP is off."""
-    if settings.dp_clip <= 0:
-        return []
-    s = settings
-    return ["--dp-clip", str(s.dp_clip), "--dp-noise", str(s.dp_noise), "--dp-delta", str(s.dp_delta)]
 
 
 def _get(client: httpx.Client, path: str) -> Any:

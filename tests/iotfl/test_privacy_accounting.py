@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from iotfl.cli import app
 from iotfl.datasets import load
-from iotfl.demo import build_report, dp_flags
+from iotfl.demo import build_report
+from iotfl.demo_processes import dp_flags
 from iotfl.demo_settings import DemoSettings
 from iotfl.privacy import epsilon, privacy_section, releases
 
