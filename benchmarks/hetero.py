@@ -8,7 +8,11 @@ class1 device's 10 KB; its half-width sub-model needs 6.2 KB):
 - ``excluded``: the same fleet without widths: the class1 devices cannot hold the model and sit out (skip ``ram``);
 - ``all-full``: every device class2 (the reference: what the fleet would learn if every device could).
 
-    python benchmarks/hetero.py                 # 3 fleets × 3 seeds, ~6 min on 2 cores
+Each fleet runs in two placements of the RAM classes: ``random`` (independent of the data: the small devices see
+what the others see) and ``by-data`` (``--ram-follows-data``: the devices that mostly see the lowest labels are
+the small ones, as when one kind of hardware is deployed where one kind of activity happens).
+
+    python benchmarks/hetero.py                 # 2 placements × 3 fleets × 3 seeds, ~9 min on 2 cores
     python benchmarks/hetero.py --quick         # smoke run: 10 devices, 2 rounds, one seed
 
 Prints a table (final accuracy mean ± std, updates counted per round by width) and writes ``hetero.json`` in
@@ -38,6 +42,7 @@ FLEETS: dict[str, list[str]] = {
     "excluded": ["--ram-mix", "class1=0.4,class2=0.6"],
     "all-full": ["--ram-mix", "class2=1"],
 }
+PLACEMENTS: dict[str, list[str]] = {"random": [], "by-data": ["--ram-follows-data"]}
 console = Console()
 
 
@@ -77,6 +82,22 @@ def one_run(report: dict[str, Any], seed: int, seconds: float) -> dict[str, Any]
     }
 
 
+def print_table(summary: dict[str, dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
+    for column in ("placement / fleet", "final accuracy", "k per round", "counted by width", "all counted"):
+        table.add_column(column, justify="right")
+    for cell, s in summary.items():
+        widths = ", ".join(f"{n:.1f} at {w}" for w, n in s["k_by_width_mean"].items())
+        final = f"{s['final_mean'] * 100:.1f} ± {s['final_std'] * 100:.1f} %"
+        table.add_row(cell, final, f"{s['k_mean']:.1f}", widths, str(s["all_counted"]))
+    console.print(table)
+    for place in PLACEMENTS:
+        sliced, excluded = summary.get(f"{place}/sliced"), summary.get(f"{place}/excluded")
+        if sliced and excluded:
+            gain = (sliced["final_mean"] - excluded["final_mean"]) * 100
+            console.print(f"{place}: sliced vs excluded {gain:+.1f} points")
+
+
 def main(
     rounds: Annotated[int, typer.Option(min=1, help="global rounds per run")] = 30,
     devices: Annotated[int, typer.Option(min=1)] = 50,
@@ -96,40 +117,30 @@ def main(
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in FLEETS}
+    cells = [(place, name) for place in PLACEMENTS for name in FLEETS]
+    results: dict[str, list[dict[str, Any]]] = {f"{place}/{name}": [] for place, name in cells}
     failed = []
     for seed in seed_list:
-        for name, flags in FLEETS.items():
+        for place, name in cells:
             options = [
                 *("--sim", "batched", "--devices", str(devices), "--gateways", str(gateways), "--rounds", str(rounds)),
-                *("--alpha", str(alpha), "--seed", str(seed), "--dataset", dataset, "--no-battery", *flags),
+                *("--alpha", str(alpha), "--seed", str(seed), "--dataset", dataset, "--no-battery"),
+                *FLEETS[name],
+                *PLACEMENTS[place],
             ]
             started = time.monotonic()
-            report, error = run_report(options, f"hetero-{name}-s{seed}", logs, 120 + 30 * rounds)
+            report, error = run_report(options, f"hetero-{place}-{name}-s{seed}", logs, 120 + 30 * rounds)
             if report is None:
-                console.print(f"[bold red]{name} seed {seed}: {error}[/]")
-                failed.append((name, seed))
+                console.print(f"[bold red]{place}/{name} seed {seed}: {error}[/]")
+                failed.append((place, name, seed))
                 continue
             run = one_run(report, seed, time.monotonic() - started)
-            results[name].append(run)
-            console.print(f"{name:9} seed {seed}: {run['final_accuracy'] * 100:.1f} % in {run['seconds']:.0f} s")
-    summary = {name: summarize(runs) for name, runs in results.items() if runs}
-    table = Table(title=f"{dataset}, {devices} devices, α = {alpha}, {rounds} rounds, seeds {seed_list}")
-    for column in ("fleet", "final accuracy", "k per round", "counted by width", "all counted"):
-        table.add_column(column, justify="right")
-    for name, s in summary.items():
-        widths = ", ".join(f"{n:.1f} at {w}" for w, n in s["k_by_width_mean"].items())
-        table.add_row(
-            name,
-            f"{s['final_mean'] * 100:.1f} ± {s['final_std'] * 100:.1f} %",
-            f"{s['k_mean']:.1f}",
-            widths,
-            str(s["all_counted"]),
-        )
-    console.print(table)
-    if "sliced" in summary and "excluded" in summary:
-        gain = (summary["sliced"]["final_mean"] - summary["excluded"]["final_mean"]) * 100
-        console.print(f"sliced vs excluded: {gain:+.1f} points")
+            results[f"{place}/{name}"].append(run)
+            console.print(
+                f"{place:7} {name:9} seed {seed}: {run['final_accuracy'] * 100:.1f} % in {run['seconds']:.0f} s"
+            )
+    summary = {cell: summarize(runs) for cell, runs in results.items() if runs}
+    print_table(summary, f"{dataset}, {devices} devices, α = {alpha}, {rounds} rounds, seeds {seed_list}")
     path = out / "hetero.json"
     path.write_text(json.dumps({"config": config, "summary": summary, "results": results}, indent=2))
     console.print(f"wrote {path}")

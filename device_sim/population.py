@@ -11,6 +11,7 @@ import numpy as np
 
 from device_sim.settings import FleetSettings
 from flcore.partition import dirichlet
+from flcore.resources import RAM_CLASSES
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,12 +47,26 @@ def ram_classes(count: int, mix: dict[str, float], rng: np.random.Generator) -> 
     return [str(c) for c in rng.permutation(np.array(classes, dtype=object))]
 
 
+def by_dominant_label(classes: list[str], shards: list[np.ndarray], y: np.ndarray) -> list[str]:
+    """The same RAM classes handed out in the order of each shard's most common label (ties by device index), the
+    smallest class first: the devices that mostly see label 0 get the least RAM."""
+    labels = int(y.max()) + 1 if len(y) else 1
+    dominant = [int(np.bincount(y[s], minlength=labels).argmax()) if len(s) else labels for s in shards]
+    ranked = sorted(classes, key=lambda c: RAM_CLASSES[c])
+    out = [""] * len(classes)
+    for rank, device in enumerate(np.argsort(dominant, kind="stable")):
+        out[int(device)] = ranked[rank]
+    return out
+
+
 def build_population(settings: FleetSettings, y_train: np.ndarray) -> list[DeviceProfile]:
     """Device ``i`` is ``d{i:04d}`` on gateway ``gw{i % G}`` with a Dirichlet(α) shard of ``y_train``."""
     n = settings.devices
     shards = dirichlet(y_train, n, settings.alpha, np.random.default_rng(settings.seed))
     # Separate streams, so changing the RAM mix does not reshuffle the charges or the data.
     classes = ram_classes(n, settings.ram_mix, np.random.default_rng([settings.seed, 1]))
+    if settings.ram_follows_data:
+        classes = by_dominant_label(classes, shards, y_train)
     traits = np.random.default_rng([settings.seed, 2])
     lo, hi = settings.battery_start
     charges = traits.uniform(lo, hi, size=n) if settings.battery else np.ones(n)
@@ -64,4 +79,4 @@ def build_population(settings: FleetSettings, y_train: np.ndarray) -> list[Devic
     ]
 
 
-__all__ = ["DeviceProfile", "build_population", "device_id", "gateway_id", "ram_classes"]
+__all__ = ["DeviceProfile", "build_population", "by_dominant_label", "device_id", "gateway_id", "ram_classes"]

@@ -83,6 +83,11 @@ class FleetSettings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_RAM_MIX),
         description="Share of each RAM class (class0, class1, class2, constrained) in the fleet; normalized.",
     )
+    ram_follows_data: bool = Field(
+        False,
+        description="Give RAM classes in the order of the devices' most common label, smallest class first (one kind "
+        "of hardware deployed where one kind of activity happens), instead of independently of the data.",
+    )
 
     ack_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the gateway's ack before a re-send.")
     max_resends: int = Field(3, ge=0, le=100, description="Re-sends (same seq) of an unacked update before giving up.")

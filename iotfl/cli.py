@@ -162,6 +162,14 @@ def demo(
             "RAM_MIX",
         ),
     ] = None,
+    ram_follows_data: Annotated[
+        bool,
+        opt(
+            "Hand out RAM classes by the devices' most common label (smallest class first) instead of at random: "
+            "the small devices then hold data the others lack.",
+            "RAM_FOLLOWS_DATA",
+        ),
+    ] = False,
     attack: AttackOpt = None,
     enc: Annotated[
         str | None,

@@ -62,6 +62,7 @@ class DemoSettings(BaseSettings, ServerOptSettings):
     personal_epochs: int = Field(0, ge=0, le=1000)
     widths: str | None = None
     ram_mix: str | None = None
+    ram_follows_data: bool = False
 
     @field_validator("enc")
     @classmethod
@@ -107,10 +108,12 @@ class DemoSettings(BaseSettings, ServerOptSettings):
         ]
 
     def fleet_env(self) -> dict[str, str]:
-        """Settings of the fleet process given by environment: the RAM class mix (a JSON map there)."""
+        """Settings of the fleet process given by environment: the RAM class mix (a JSON map there) and whether it
+        follows the data."""
+        follows = {"IOTFL_RAM_FOLLOWS_DATA": "true"} if self.ram_follows_data else {}
         if not self.ram_mix:
-            return {}
-        return {
+            return follows
+        return follows | {
             "IOTFL_RAM_MIX": json.dumps(
                 parse_class_map(self.ram_mix, what="ram_mix", lo=0.0, hi=math.inf, lo_open=False)
             )

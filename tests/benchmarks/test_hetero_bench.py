@@ -20,15 +20,17 @@ def test_quick_run_counts_the_half_width_updates(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)], capture_output=True, text=True, timeout=580
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "sliced vs excluded" in run.stdout
+    assert "random: sliced vs excluded" in run.stdout and "by-data: sliced vs excluded" in run.stdout
     report = json.loads((tmp_path / "hetero.json").read_text())
     summary = report["summary"]
-    assert set(summary) == {"sliced", "excluded", "all-full"}
+    assert set(summary) == {f"{p}/{f}" for p in ("random", "by-data") for f in ("sliced", "excluded", "all-full")}
     # 10 devices, 40 % class1: with widths the 4 class1 devices train at half width and are counted; without,
     # they sit out (the har model does not fit their 10 KB).
-    assert summary["sliced"]["k_by_width_mean"] == {"0.5": 4.0, "1": 6.0} and summary["sliced"]["k_mean"] == 10
-    assert summary["excluded"]["k_by_width_mean"] == {"1": 6.0} and summary["excluded"]["k_mean"] == 6
-    assert summary["all-full"]["k_mean"] == 10
+    for place in ("random", "by-data"):
+        sliced, excluded = summary[f"{place}/sliced"], summary[f"{place}/excluded"]
+        assert sliced["k_by_width_mean"] == {"0.5": 4.0, "1": 6.0} and sliced["k_mean"] == 10
+        assert excluded["k_by_width_mean"] == {"1": 6.0} and excluded["k_mean"] == 6
+        assert summary[f"{place}/all-full"]["k_mean"] == 10
     assert all(s["all_counted"] for s in summary.values())
     for runs in report["results"].values():
         assert len(runs) == 1 and len(runs[0]["accuracy_by_round"]) == 2
