@@ -1,12 +1,12 @@
 """Heterogeneous device models (HeteroFL width slicing) against excluding the devices too small for the model.
 
 Three fleets through the real stack (``iotfl demo --sim batched``: mosquitto, cloud, gateways and a batched fleet
-over real MQTT and HTTP), each once per seed, on har (MLP 20 → 32 → 6: 10.7 KB to train at batch 8, more than a
-class1 device's 10 KB; its half-width sub-model needs 6.2 KB):
+over real MQTT and HTTP), each once per seed, on digits (MLP 64 → 32 → 10, 100 devices of ~14 samples each):
 
-- ``sliced``: 40 % class1 devices training the half-width sub-model (``--widths class1=0.5``), 60 % class2;
-- ``excluded``: the same fleet without widths: the class1 devices cannot hold the model and sit out (skip ``ram``);
-- ``all-full``: every device class2 (the reference: what the fleet would learn if every device could).
+- ``sliced``: 40 % of the devices limited to half width: class2 devices told by the task to train the half-width
+  sub-model (``--widths class2=0.5``: 64 → 16 → 10), 60 % constrained devices training the whole model;
+- ``excluded``: the same 40 % (the RAM classes go to the same devices) sit out: class0, which never trains;
+- ``all-full``: every device trains the whole model (the reference).
 
 Each fleet runs in two placements of the RAM classes: ``random`` (independent of the data: the small devices see
 what the others see) and ``by-data`` (``--ram-follows-data``: the devices that mostly see the lowest labels are
@@ -38,9 +38,9 @@ except ModuleNotFoundError:  # run as a script (`python benchmarks/NAME.py`): th
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 FLEETS: dict[str, list[str]] = {
-    "sliced": ["--ram-mix", "class1=0.4,class2=0.6", "--widths", "class1=0.5"],
-    "excluded": ["--ram-mix", "class1=0.4,class2=0.6"],
-    "all-full": ["--ram-mix", "class2=1"],
+    "sliced": ["--ram-mix", "class2=0.4,constrained=0.6", "--widths", "class2=0.5"],
+    "excluded": ["--ram-mix", "class0=0.4,constrained=0.6"],
+    "all-full": ["--ram-mix", "constrained=1"],
 }
 PLACEMENTS: dict[str, list[str]] = {"random": [], "by-data": ["--ram-follows-data"]}
 console = Console()
@@ -100,11 +100,11 @@ def print_table(summary: dict[str, dict[str, Any]], title: str) -> None:
 
 def main(
     rounds: Annotated[int, typer.Option(min=1, help="global rounds per run")] = 30,
-    devices: Annotated[int, typer.Option(min=1)] = 50,
+    devices: Annotated[int, typer.Option(min=1)] = 100,
     gateways: Annotated[int, typer.Option(min=1)] = 5,
     alpha: Annotated[float, typer.Option(min=1e-6, help="Dirichlet α of the split")] = 0.5,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1,2",
-    dataset: Annotated[str, typer.Option()] = "har",
+    dataset: Annotated[str, typer.Option()] = "digits",
     quick: Annotated[bool, typer.Option(help="smoke run: 10 devices on 2 gateways, 2 rounds, seed 0")] = False,
     out: Annotated[Path, typer.Option(help="directory for hetero.json and logs/")] = DEFAULT_OUT,
 ) -> None:

@@ -273,8 +273,8 @@ def main(
         float,
         typer.Option(
             min=0.1,
-            help="the demo's --round-timeout: a gateway none of whose devices was selected "
-            "posts nothing, and the cloud closes that round only at this deadline (+10 s)",
+            help="the demo's --round-timeout: bounds the wait for a gateway with nothing to post (the cloud "
+            "closes such a round at this deadline + 10 s)",
         ),
     ] = 5.0,
     server_lr: Annotated[float | None, typer.Option(min=0.0, help="η of every optimizer but fedavg")] = None,

@@ -1,5 +1,5 @@
-"""Smoke test of benchmarks/hetero.py: a --quick run (three small batched demos: half-width class1 devices, the
-same fleet excluding them, every device whole) prints its table and writes its JSON."""
+"""Smoke test of benchmarks/hetero.py: a --quick run (small batched demos: 40 % of the devices at half width, the
+same fleet excluding them, every device whole; RAM classes at random and by data) prints its table and JSON."""
 
 from __future__ import annotations
 
@@ -24,8 +24,7 @@ def test_quick_run_counts_the_half_width_updates(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "hetero.json").read_text())
     summary = report["summary"]
     assert set(summary) == {f"{p}/{f}" for p in ("random", "by-data") for f in ("sliced", "excluded", "all-full")}
-    # 10 devices, 40 % class1: with widths the 4 class1 devices train at half width and are counted; without,
-    # they sit out (the har model does not fit their 10 KB).
+    # 10 devices, 40 % limited: with widths those 4 train at half width and are counted; excluded, they sit out.
     for place in ("random", "by-data"):
         sliced, excluded = summary[f"{place}/sliced"], summary[f"{place}/excluded"]
         assert sliced["k_by_width_mean"] == {"0.5": 4.0, "1": 6.0} and sliced["k_mean"] == 10
